@@ -1,0 +1,132 @@
+//! Command line. Every `run` flag can also be set through the environment variable shown in
+//! `--help`, which is how the Deployment in `manifests/` configures it.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// omniscale: one operator that autoscales pods horizontally and vertically, and nodes.
+#[derive(Debug, Parser)]
+#[command(name = "omniscale", version, about, long_about = None)]
+pub struct Cli {
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Plain, env = "OMNISCALE_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// Log filter in `RUST_LOG` syntax, e.g. `info,omniscale_operator=debug`.
+    #[arg(long, global = true, default_value = "info", env = "OMNISCALE_LOG")]
+    pub log_filter: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Plain,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the operator against a cluster (kubeconfig or in-cluster).
+    Run(RunArgs),
+    /// Print the CustomResourceDefinitions as YAML (the same as manifests/00-crds.yaml).
+    Crds,
+    /// Print the version.
+    Version,
+    /// Run omniscale on an embedded simulated cluster with an example scenario (not built yet).
+    Sim(SimArgs),
+    /// Show what omniscale would decide for resources read from files (not built yet).
+    Plan(PlanArgs),
+}
+
+/// Flags of `omniscale run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Kubeconfig file; defaults to $KUBECONFIG, ~/.kube/config, then in-cluster configuration.
+    #[arg(long, env = "OMNISCALE_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use instead of the current one.
+    #[arg(long, env = "OMNISCALE_CONTEXT")]
+    pub context: Option<String>,
+    /// Only manage Autoscalers in this namespace (NodePools are cluster-scoped and always managed).
+    #[arg(long, env = "OMNISCALE_WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Compute and publish decisions (status, Events, metrics) but never scale, resize, evict or
+    /// call the cloud.
+    #[arg(long, env = "OMNISCALE_DRY_RUN")]
+    pub dry_run: bool,
+    /// Namespace omniscale runs in; its leader Lease lives here.
+    #[arg(long, default_value = "omniscale-system", env = "POD_NAMESPACE")]
+    pub pod_namespace: String,
+    /// Name of this replica (its identity in the Lease and in Events); defaults to the hostname.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "omniscale-leader", env = "OMNISCALE_LEASE_NAME")]
+    pub lease_name: String,
+    /// How long a leader's lease lasts without renewal.
+    #[arg(long, default_value = "15s", value_parser = parse_duration, env = "OMNISCALE_LEASE_DURATION")]
+    pub lease_duration: Duration,
+    /// A leader that cannot renew for this long stops acting (must be below --lease-duration).
+    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "OMNISCALE_RENEW_DEADLINE")]
+    pub renew_deadline: Duration,
+    /// Pause between lease attempts.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, env = "OMNISCALE_RETRY_PERIOD")]
+    pub retry_period: Duration,
+    /// Address of the health and metrics server (/healthz, /readyz, /metrics).
+    #[arg(long, default_value = "0.0.0.0:8080", env = "OMNISCALE_HTTP_ADDR")]
+    pub http_addr: SocketAddr,
+}
+
+/// Flags of `omniscale sim`.
+#[derive(Debug, Clone, Args)]
+pub struct SimArgs {
+    /// Scenario directory, e.g. examples/php-apache.
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
+}
+
+/// Flags of `omniscale plan`.
+#[derive(Debug, Clone, Args)]
+pub struct PlanArgs {
+    /// YAML or JSON files as `kubectl get -o yaml` writes them.
+    pub files: Vec<PathBuf>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    omniscale_api::duration::parse_duration(s).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_flags_parse_with_defaults() {
+        let cli = Cli::try_parse_from(["omniscale", "run", "--dry-run", "--namespace", "team-a"]);
+        let Ok(Cli { command: Command::Run(args), log_format, .. }) = cli else { panic!("{cli:?}") };
+        assert!(args.dry_run);
+        assert_eq!(args.namespace.as_deref(), Some("team-a"));
+        assert_eq!(args.lease_duration, Duration::from_secs(15));
+        assert_eq!(args.renew_deadline, Duration::from_secs(10));
+        assert_eq!(log_format, LogFormat::Plain);
+    }
+
+    #[test]
+    fn bad_durations_are_rejected_with_the_reason() {
+        let err = Cli::try_parse_from(["omniscale", "run", "--lease-duration", "fifteen"]);
+        let msg = err.map(|_| String::new()).unwrap_or_else(|e| e.to_string());
+        assert!(msg.contains("units ms, s, m, h"), "{msg}");
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

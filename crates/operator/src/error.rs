@@ -1,0 +1,48 @@
+//! The operator crate's one error type.
+
+/// Everything that can go wrong in the shells.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// Building the client configuration failed.
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(#[from] kube::config::KubeconfigError),
+    /// In-cluster or inferred configuration failed.
+    #[error("client configuration: {0}")]
+    InferConfig(#[from] kube::config::InferConfigError),
+    /// Serialising a status or patch failed.
+    #[error("serialisation: {0}")]
+    Serde(#[from] serde_json::Error),
+    /// Writing YAML failed.
+    #[error("yaml: {0}")]
+    Yaml(#[from] serde_yaml::Error),
+    /// Leader election settings are unsafe.
+    #[error(transparent)]
+    Timing(#[from] crate::leader::TimingError),
+    /// Local I/O (binding the HTTP port, signals).
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// A subcommand that a later milestone delivers.
+    #[error("`omniscale {0}` is not built yet: {1}")]
+    NotBuilt(&'static str, &'static str),
+}
+
+impl Error {
+    /// Short label for the `error` dimension of metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(_)) => "api",
+            Error::Kube(_) => "client",
+            Error::Kubeconfig(_) | Error::InferConfig(_) => "config",
+            Error::Serde(_) | Error::Yaml(_) => "serde",
+            Error::Timing(_) => "config",
+            Error::Io(_) => "io",
+            Error::NotBuilt(..) => "not_built",
+        }
+    }
+}
+
+/// Result with the crate's error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

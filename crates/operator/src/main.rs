@@ -1,0 +1,20 @@
+//! The `omniscale` binary.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    omniscale_operator::install_crypto_provider();
+    let cli = omniscale_operator::cli::Cli::parse();
+    omniscale_operator::telemetry::init(cli.log_format, &cli.log_filter);
+    match omniscale_operator::execute(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "omniscale failed");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! `omniscale run`: wires client, leader election, caches, controllers and the HTTP server.
+//!
+//! Data path: reflectors (every replica) → readiness; Lease → leadership → controllers (leader
+//! only) → validate (pure) → status + Events. Losing the lease drops the controllers at once.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use kube::{
+    Api, Client, Config,
+    api::ListParams,
+    config::{KubeConfigOptions, Kubeconfig},
+    core::DeserializeGuard,
+    runtime::{
+        WatchStreamExt,
+        events::{Recorder, Reporter},
+        reflector, watcher,
+    },
+};
+use omniscale_api::{Autoscaler, NodePool};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{
+    Result,
+    cli::RunArgs,
+    controller::{self, Context},
+    http::{self, HttpState},
+    leader::{LeaderElector, LeaseTiming},
+    metrics::Metrics,
+};
+
+/// Builds a client from `--kubeconfig`/`--context`, else the usual inference.
+pub async fn client(args: &RunArgs) -> Result<Client> {
+    let options = KubeConfigOptions { context: args.context.clone(), ..KubeConfigOptions::default() };
+    let config = match &args.kubeconfig {
+        Some(path) => Config::from_custom_kubeconfig(Kubeconfig::read_from(path)?, &options).await?,
+        None if args.context.is_some() => Config::from_kubeconfig(&options).await?,
+        None => Config::infer().await?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
+/// This replica's identity: pod name (or hostname) plus a per-process suffix, so a restarted
+/// container never mistakes its predecessor's lease for its own.
+pub fn identity(pod_name: Option<&str>) -> String {
+    let base = pod_name
+        .map(str::to_string)
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string()))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "omniscale".into());
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{base}_{:x}{:x}", std::process::id(), nanos)
+}
+
+/// Waits until both CRDs are served, logging how to install them meanwhile.
+async fn wait_for_crds(
+    client: &Client,
+    not_ready: &watch::Sender<Option<String>>,
+    shutdown: &CancellationToken,
+) -> bool {
+    loop {
+        let a = Api::<DeserializeGuard<Autoscaler>>::all(client.clone())
+            .list_metadata(&ListParams::default().limit(1))
+            .await;
+        let p =
+            Api::<DeserializeGuard<NodePool>>::all(client.clone()).list_metadata(&ListParams::default().limit(1)).await;
+        let missing: Vec<&str> = [("autoscalers.omniscale.dev", a.err()), ("nodepools.omniscale.dev", p.err())]
+            .into_iter()
+            .filter_map(|(name, err)| match err {
+                None => None,
+                Some(kube::Error::Api(s)) if s.code == 404 => Some(name),
+                Some(e) => {
+                    warn!(crd = name, error = %e, "cannot check CRD");
+                    Some(name)
+                }
+            })
+            .collect();
+        if missing.is_empty() {
+            return true;
+        }
+        let why = format!(
+            "CustomResourceDefinitions {} are not installed; run `kubectl apply -f manifests/00-crds.yaml` (or `omniscale crds | kubectl apply -f -`)",
+            missing.join(", ")
+        );
+        warn!("{why}");
+        not_ready.send_replace(Some(why));
+        tokio::select! {
+            () = shutdown.cancelled() => return false,
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
+/// Runs the operator until SIGTERM/SIGINT.
+pub async fn run(args: RunArgs) -> Result<()> {
+    let timing = LeaseTiming {
+        lease_duration: args.lease_duration,
+        renew_deadline: args.renew_deadline,
+        retry_period: args.retry_period,
+    };
+    timing.validate()?;
+    let client = client(&args).await?;
+    let identity = identity(args.pod_name.as_deref());
+    info!(%identity, namespace = ?args.namespace, dry_run = args.dry_run, "starting omniscale");
+
+    let shutdown = CancellationToken::new();
+    let metrics = Arc::new(Metrics::default());
+    let (not_ready_tx, not_ready_rx) = watch::channel(Some("starting".to_string()));
+
+    let http_task = tokio::spawn(http::serve(
+        args.http_addr,
+        HttpState { metrics: metrics.clone(), not_ready: not_ready_rx },
+        shutdown.clone(),
+        None,
+    ));
+    let signal_task = tokio::spawn(wait_for_signal(shutdown.clone()));
+
+    if wait_for_crds(&client, &not_ready_tx, &shutdown).await {
+        operate(client, args, identity, timing, metrics, not_ready_tx, shutdown.clone()).await;
+    }
+    shutdown.cancel();
+    signal_task.abort();
+    match http_task.await {
+        Ok(Err(e)) => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+async fn operate(
+    client: Client,
+    args: RunArgs,
+    identity: String,
+    timing: LeaseTiming,
+    metrics: Arc<Metrics>,
+    not_ready: watch::Sender<Option<String>>,
+    shutdown: CancellationToken,
+) {
+    // Every replica keeps caches of both resources (the webhook will read them); readiness
+    // follows their first full list.
+    let autoscaler_api: Api<DeserializeGuard<Autoscaler>> = match &args.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let (autoscalers, a_writer) = reflector::store();
+    let (pools, p_writer) = reflector::store();
+    let a_stream = watcher(autoscaler_api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(a_writer)
+        .for_each(|_| async {});
+    let p_stream =
+        watcher(Api::<DeserializeGuard<NodePool>>::all(client.clone()), watcher::Config::default().any_semantic())
+            .default_backoff()
+            .reflect(p_writer)
+            .for_each(|_| async {});
+    let caches = tokio::spawn(async move { futures::join!(a_stream, p_stream) });
+    not_ready.send_replace(Some("caches not synced".into()));
+    let ready_metrics = metrics.clone();
+    let readiness = tokio::spawn(async move {
+        if autoscalers.wait_until_ready().await.is_ok() && pools.wait_until_ready().await.is_ok() {
+            not_ready.send_replace(None);
+            ready_metrics.ready.set(1);
+            info!("caches synced; ready");
+        }
+    });
+
+    let (leader_tx, mut leader_rx) = watch::channel(false);
+    let elector =
+        LeaderElector::new(Api::namespaced(client.clone(), &args.pod_namespace), &args.lease_name, &identity, timing);
+    let election = tokio::spawn(elector.run(leader_tx, shutdown.clone()));
+
+    let recorder =
+        Recorder::new(client.clone(), Reporter { controller: "omniscale".into(), instance: Some(identity.clone()) });
+    let ctx = Arc::new(Context::new(client, recorder, metrics.clone(), leader_rx.clone(), args.namespace.clone()));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            r = leader_rx.wait_for(|l| *l) => if r.is_err() { break },
+        }
+        metrics.leader.set(1);
+        info!("leading: controllers started");
+        tokio::select! {
+            () = controller::run(ctx.clone()) => warn!("controllers stopped unexpectedly"),
+            r = leader_rx.wait_for(|l| !*l) => if r.is_ok() { warn!("leadership lost: controllers stopped") },
+            () = shutdown.cancelled() => {}
+        }
+        metrics.leader.set(0);
+        if shutdown.is_cancelled() {
+            break;
+        }
+    }
+    // The elector releases the lease on shutdown; wait for it so a standby takes over at once.
+    let _ = election.await;
+    caches.abort();
+    readiness.abort();
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => info!("SIGTERM: shutting down"),
+                    _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,52 @@
+//! Project chores: `cargo xtask crds` regenerates `manifests/00-crds.yaml` from the Rust types;
+//! `cargo xtask check` fails when the committed file has drifted from them.
+
+use std::{path::PathBuf, process::ExitCode};
+
+/// Where the generated CRDs live, relative to the workspace root.
+const CRD_FILE: &str = "manifests/00-crds.yaml";
+
+fn workspace_root() -> PathBuf {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().map(PathBuf::from).unwrap_or(manifest_dir)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let path = workspace_root().join(CRD_FILE);
+    let rendered = match omniscale_api::render_crds_yaml() {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("xtask: cannot render CRDs: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match args.first().map(String::as_str) {
+        Some("crds") => match std::fs::write(&path, rendered) {
+            Ok(()) => {
+                println!("wrote {}", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("xtask: cannot write {}: {e}", path.display());
+                ExitCode::FAILURE
+            }
+        },
+        Some("check") => {
+            let committed = std::fs::read_to_string(&path).unwrap_or_default();
+            if committed == rendered {
+                println!("{CRD_FILE} is up to date");
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("{CRD_FILE} differs from the Rust types: run `cargo xtask crds` and commit the result");
+                ExitCode::FAILURE
+            }
+        }
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <crds|check>\n  crds   regenerate {CRD_FILE}\n  check  fail if {CRD_FILE} has drifted"
+            );
+            ExitCode::from(2)
+        }
+    }
+}
