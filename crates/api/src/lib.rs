@@ -38,10 +38,10 @@ fn compact(crd: CustomResourceDefinition) -> CustomResourceDefinition {
     fn walk(v: &mut serde_json::Value) {
         match v {
             serde_json::Value::Object(map) => {
-                if let Some(serde_json::Value::String(d)) = map.get_mut("description") {
-                    if d.starts_with("Quantity is a fixed-point representation") {
-                        *d = QUANTITY_DESCRIPTION.to_string();
-                    }
+                if let Some(serde_json::Value::String(d)) = map.get_mut("description")
+                    && d.starts_with("Quantity is a fixed-point representation")
+                {
+                    *d = QUANTITY_DESCRIPTION.to_string();
                 }
                 map.values_mut().for_each(walk);
             }

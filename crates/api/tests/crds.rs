@@ -2,12 +2,14 @@
 //! API server would treat them: structural, with CEL rules that compile within the cost budget,
 //! accepting the documented examples and rejecting each invalid shape with a clear message.
 
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
 use kube_cel::{Validator, compile_schema};
 use omniscale_api::crds;
 use serde_json::{Value, json};
 
 fn schema_of(kind: &str) -> Value {
-    let crd = crds().into_iter().find(|c| c.spec.names.kind == kind).map(|c| serde_json::to_value(c));
+    let crd = crds().into_iter().find(|c| c.spec.names.kind == kind).map(serde_json::to_value);
     let crd = match crd {
         Some(Ok(v)) => v,
         other => panic!("no CRD for {kind}: {other:?}"),
@@ -324,4 +326,35 @@ fn enums_and_bounds_are_in_the_schema() {
         assert!(!re.is_match(bad), "{bad}");
     }
     assert_eq!(quantity["anyOf"][0]["minimum"].as_f64(), Some(0.0));
+}
+
+/// Every Autoscaler and NodePool under `examples/` passes the CRD's validation and decodes into
+/// the Rust types, so the walkthroughs stay applicable as the API evolves.
+#[test]
+fn examples_are_valid() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut checked = 0;
+    let dirs = std::fs::read_dir(&root).map(|d| d.flatten().collect::<Vec<_>>()).unwrap_or_default();
+    for dir in dirs {
+        let files = std::fs::read_dir(dir.path()).map(|d| d.flatten().collect::<Vec<_>>()).unwrap_or_default();
+        for file in files.iter().filter(|f| f.path().extension().is_some_and(|e| e == "yaml")) {
+            let text = std::fs::read_to_string(file.path()).unwrap_or_default();
+            for doc in serde_yaml::Deserializer::from_str(&text) {
+                let value: Value = match serde::Deserialize::deserialize(doc) {
+                    Ok(v) => v,
+                    Err(e) => panic!("{}: {e}", file.path().display()),
+                };
+                let kind = value["kind"].as_str().unwrap_or_default().to_string();
+                let decoded = match kind.as_str() {
+                    "Autoscaler" => serde_json::from_value::<omniscale_api::Autoscaler>(value.clone()).map(|_| ()),
+                    "NodePool" => serde_json::from_value::<omniscale_api::NodePool>(value.clone()).map(|_| ()),
+                    _ => continue,
+                };
+                assert!(decoded.is_ok(), "{}: {decoded:?}", file.path().display());
+                assert_eq!(validate(&kind, value), Ok(()), "{}", file.path().display());
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 4, "only {checked} example resources found under {}", root.display());
 }

@@ -8,6 +8,7 @@
 //!   never by the holder's clock, so clock skew cannot shorten a lease;
 //! - a leader that has not renewed within `renew_deadline` (< `lease_duration`) steps down at
 //!   once, even if the API is unreachable, so it stops before the lease can expire for others.
+//!
 //! Writes use `resourceVersion` preconditions, so two candidates racing for one lease get one
 //! success and one 409, on any conforming API server.
 //!
@@ -155,6 +156,17 @@ pub fn released(current: &LeaseSpec, now: jiff::Timestamp) -> LeaseSpec {
     }
 }
 
+/// Publishes `value`, waking watchers only on a change; returns the previous value.
+fn set_leader(tx: &watch::Sender<bool>, value: bool) -> bool {
+    let mut previous = false;
+    tx.send_if_modified(|v| {
+        previous = *v;
+        *v = value;
+        previous != value
+    });
+    previous
+}
+
 /// Errors talking to the API about the lease.
 #[derive(Debug, thiserror::Error)]
 pub enum LeaderError {
@@ -207,11 +219,11 @@ impl LeaderElector {
                     if !*leader.borrow() {
                         info!(identity = %self.identity, lease = %self.name, "became leader");
                     }
-                    leader.send_replace(true);
+                    set_leader(&leader, true);
                 }
                 Ok(false) => {
                     last_renew = None;
-                    if leader.send_replace(false) {
+                    if set_leader(&leader, false) {
                         warn!(identity = %self.identity, lease = %self.name, "lost leadership to another replica");
                     }
                 }
@@ -219,7 +231,7 @@ impl LeaderElector {
                     debug!(identity = %self.identity, error = %e, "lease attempt failed");
                     let overdue =
                         last_renew.is_none_or(|t| now.saturating_duration_since(t) >= self.timing.renew_deadline);
-                    if overdue && leader.send_replace(false) {
+                    if overdue && set_leader(&leader, false) {
                         warn!(identity = %self.identity, error = %e, "could not renew the lease within the deadline; stepped down");
                         last_renew = None;
                     }
@@ -239,14 +251,14 @@ impl LeaderElector {
             }
             if let Some(t) = last_renew {
                 if Instant::now().saturating_duration_since(t) >= self.timing.renew_deadline
-                    && leader.send_replace(false)
+                    && set_leader(&leader, false)
                 {
                     warn!(identity = %self.identity, "renew deadline passed; stepped down");
                     last_renew = None;
                 }
             }
         }
-        let was_leader = leader.send_replace(false);
+        let was_leader = set_leader(&leader, false);
         if was_leader {
             match self.release().await {
                 Ok(()) => info!(identity = %self.identity, lease = %self.name, "released the lease"),
@@ -390,3 +402,6 @@ mod tests {
         assert!(bad.validate().is_err());
     }
 }
+
+#[cfg(test)]
+mod failover_tests;

@@ -27,7 +27,7 @@ pub fn install_crypto_provider() {
 /// Runs a parsed command line.
 pub async fn execute(cli: cli::Cli) -> Result<()> {
     match cli.command {
-        cli::Command::Run(args) => run::run(args).await,
+        cli::Command::Run(args) => run::run(*args).await,
         cli::Command::Crds => {
             print!("{}", omniscale_api::render_crds_yaml()?);
             Ok(())

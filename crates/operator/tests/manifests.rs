@@ -1,0 +1,149 @@
+//! `manifests/` is what users `kubectl apply`; these tests read it the way the API server would
+//! (typed, no unknown fields) and hold it to the install guarantees in the README.
+
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{Namespace, Service, ServiceAccount},
+    policy::v1::PodDisruptionBudget,
+    rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding},
+};
+use serde_json::Value;
+
+fn manifests_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../manifests")
+}
+
+fn docs() -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    let mut files: Vec<_> =
+        std::fs::read_dir(manifests_dir()).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    files.sort();
+    for path in files.into_iter().filter(|p| p.extension().is_some_and(|e| e == "yaml")) {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            match <Value as serde::Deserialize>::deserialize(doc) {
+                Ok(Value::Null) => {}
+                Ok(v) => out.push((path.display().to_string(), v)),
+                Err(e) => panic!("{}: {e}", path.display()),
+            }
+        }
+    }
+    out
+}
+
+/// Decodes into the typed object and back; a misspelt or misplaced field would be dropped and
+/// show up as a difference.
+fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(file: &str, v: &Value) -> T {
+    let t: T = match serde_json::from_value(v.clone()) {
+        Ok(t) => t,
+        Err(e) => panic!("{file}: {e}"),
+    };
+    let back = serde_json::to_value(&t).unwrap_or(Value::Null);
+    assert_eq!(&back, v, "{file}: fields lost in decoding (unknown or misplaced)");
+    t
+}
+
+fn by_kind<T: serde::de::DeserializeOwned + serde::Serialize>(kind: &str) -> Vec<T> {
+    docs().iter().filter(|(_, v)| v["kind"] == kind).map(|(f, v)| typed(f, v)).collect()
+}
+
+#[test]
+fn every_document_is_a_known_kind_without_unknown_fields() {
+    for (file, v) in docs() {
+        match v["kind"].as_str().unwrap_or_default() {
+            "CustomResourceDefinition" => {}
+            "Namespace" => drop(typed::<Namespace>(&file, &v)),
+            "ServiceAccount" => drop(typed::<ServiceAccount>(&file, &v)),
+            "ClusterRole" => drop(typed::<ClusterRole>(&file, &v)),
+            "ClusterRoleBinding" => drop(typed::<ClusterRoleBinding>(&file, &v)),
+            "Role" => drop(typed::<Role>(&file, &v)),
+            "RoleBinding" => drop(typed::<RoleBinding>(&file, &v)),
+            "Deployment" => drop(typed::<Deployment>(&file, &v)),
+            "PodDisruptionBudget" => drop(typed::<PodDisruptionBudget>(&file, &v)),
+            "Service" => drop(typed::<Service>(&file, &v)),
+            other => panic!("{file}: unexpected kind {other}"),
+        }
+    }
+}
+
+#[test]
+fn crd_file_matches_the_types() {
+    let committed = std::fs::read_to_string(manifests_dir().join("00-crds.yaml")).unwrap_or_default();
+    assert_eq!(omniscale_api::render_crds_yaml().ok(), Some(committed), "run `cargo xtask crds`");
+}
+
+fn rules_ok(rules: &[PolicyRule], where_: &str) {
+    for r in rules {
+        let all = [r.api_groups.as_deref(), r.resources.as_deref(), Some(r.verbs.as_slice())];
+        assert!(!all.iter().flatten().flat_map(|v| v.iter()).any(|s| s == "*"), "{where_}: wildcard in {r:?}");
+        assert!(!r.resources.iter().flatten().any(|s| s == "secrets"), "{where_}: secrets access in {r:?}");
+    }
+}
+
+#[test]
+fn rbac_is_least_privilege() {
+    let cluster: Vec<ClusterRole> = by_kind("ClusterRole");
+    assert!(!cluster.is_empty());
+    for cr in &cluster {
+        let rules = cr.rules.as_deref().unwrap_or_default();
+        rules_ok(rules, "ClusterRole");
+        assert!(
+            !rules.iter().any(|r| r.resources.iter().flatten().any(|s| s == "leases")),
+            "leases must not be granted cluster-wide"
+        );
+    }
+    let roles: Vec<Role> = by_kind("Role");
+    let lease_roles: Vec<&Role> = roles
+        .iter()
+        .filter(|r| r.rules.iter().flatten().any(|rule| rule.resources.iter().flatten().any(|s| s == "leases")))
+        .collect();
+    assert_eq!(lease_roles.len(), 1);
+    assert_eq!(lease_roles[0].metadata.namespace.as_deref(), Some("omniscale-system"));
+    for r in &roles {
+        rules_ok(r.rules.as_deref().unwrap_or_default(), "Role");
+    }
+}
+
+#[test]
+fn deployment_is_hardened_and_highly_available() {
+    let deployments: Vec<Deployment> = by_kind("Deployment");
+    assert_eq!(deployments.len(), 1);
+    let d = &deployments[0];
+    let spec = d.spec.as_ref().map(|s| (s.replicas, s.template.spec.clone()));
+    let Some((replicas, Some(pod))) = spec else { panic!("deployment without pod spec") };
+    assert_eq!(replicas, Some(2));
+    assert_eq!(pod.priority_class_name.as_deref(), Some("system-cluster-critical"));
+    assert!(pod.affinity.as_ref().and_then(|a| a.pod_anti_affinity.as_ref()).is_some(), "anti-affinity");
+    assert_eq!(pod.security_context.as_ref().and_then(|s| s.run_as_non_root), Some(true));
+    let c = &pod.containers[0];
+    let sc = c.security_context.clone().unwrap_or_default();
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert!(
+        c.resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref())
+            .is_some_and(|r| r.contains_key("cpu") && r.contains_key("memory"))
+    );
+    let path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+        p.as_ref().and_then(|p| p.http_get.as_ref()).and_then(|h| h.path.clone())
+    };
+    assert_eq!(path(&c.liveness_probe).as_deref(), Some("/healthz"));
+    assert_eq!(path(&c.readiness_probe).as_deref(), Some("/readyz"));
+    let env: Vec<&str> = c.env.iter().flatten().map(|e| e.name.as_str()).collect();
+    assert!(env.contains(&"POD_NAME") && env.contains(&"POD_NAMESPACE"), "{env:?}");
+
+    let pdbs: Vec<PodDisruptionBudget> = by_kind("PodDisruptionBudget");
+    assert_eq!(pdbs.len(), 1);
+    let services: Vec<Service> = by_kind("Service");
+    let ports: Vec<String> = services
+        .iter()
+        .flat_map(|s| s.spec.iter().flat_map(|s| s.ports.iter().flatten()))
+        .filter_map(|p| p.name.clone())
+        .collect();
+    assert!(ports.contains(&"webhook".to_string()) && ports.contains(&"http".to_string()), "{ports:?}");
+}
