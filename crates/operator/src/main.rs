@@ -12,7 +12,7 @@ async fn main() -> ExitCode {
     match omniscale_operator::execute(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "omniscale failed");
+            // Once, on stderr: logs may be JSON on stdout, and the user needs the reason plainly.
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
