@@ -92,6 +92,16 @@ impl Context {
     fn is_leader(&self) -> bool {
         *self.leader.borrow()
     }
+
+    /// Books a successful reconcile (metrics, failure count reset) and schedules the periodic
+    /// re-check: a target kind or a peer pool can change without an event on this object.
+    fn succeeded(&self, controller: &str, kind: &str, meta: &ObjectMeta, started: std::time::Instant) -> Action {
+        self.metrics.observe_reconcile(controller, started.elapsed().as_secs_f64());
+        if let Ok(mut f) = self.failures.lock() {
+            f.remove(&object_key(kind, meta));
+        }
+        Action::requeue(Duration::from_secs(300))
+    }
 }
 
 fn object_key(kind: &str, meta: &ObjectMeta) -> String {
@@ -210,12 +220,7 @@ pub async fn reconcile_autoscaler(obj: Arc<DeserializeGuard<Autoscaler>>, ctx: A
     let api: Api<DeserializeGuard<Autoscaler>> =
         Api::namespaced(ctx.client.clone(), meta.namespace.as_deref().unwrap_or("default"));
     publish_ready(&ctx, api, meta, existing, update).instrument(span).await?;
-    ctx.metrics.observe_reconcile("autoscaler", started.elapsed().as_secs_f64());
-    if let Ok(mut f) = ctx.failures.lock() {
-        f.remove(&object_key("Autoscaler", meta));
-    }
-    // Re-check periodically: the target kind can disappear (CRD deleted) without an event here.
-    Ok(Action::requeue(Duration::from_secs(300)))
+    Ok(ctx.succeeded("autoscaler", "Autoscaler", meta, started))
 }
 
 /// Reconciles one NodePool, given every NodePool (for conflicting claims).
@@ -240,11 +245,7 @@ pub async fn reconcile_nodepool(
     publish_ready(&ctx, Api::<DeserializeGuard<NodePool>>::all(ctx.client.clone()), meta, existing, update)
         .instrument(span)
         .await?;
-    ctx.metrics.observe_reconcile("nodepool", started.elapsed().as_secs_f64());
-    if let Ok(mut f) = ctx.failures.lock() {
-        f.remove(&object_key("NodePool", meta));
-    }
-    Ok(Action::requeue(Duration::from_secs(300)))
+    Ok(ctx.succeeded("nodepool", "NodePool", meta, started))
 }
 
 /// Error policy shared by both controllers: count, log, retry with exponential backoff.

@@ -216,10 +216,9 @@ impl LeaderElector {
             match outcome {
                 Ok(true) => {
                     last_renew = Some(now);
-                    if !*leader.borrow() {
+                    if !set_leader(&leader, true) {
                         info!(identity = %self.identity, lease = %self.name, "became leader");
                     }
-                    set_leader(&leader, true);
                 }
                 Ok(false) => {
                     last_renew = None;

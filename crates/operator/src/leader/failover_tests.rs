@@ -129,6 +129,14 @@ async fn becomes(r: &mut Replica, value: bool, within: Duration) -> bool {
     tokio::time::timeout(within, r.leader.wait_for(|l| *l == value)).await.is_ok()
 }
 
+/// Starts `a`, waits until it leads, then starts `b` as its standby.
+async fn leader_and_standby(fake: &FakeLeases, log: &ChangeLog) -> (Replica, Replica) {
+    let mut a = start(fake, "a", log);
+    assert!(becomes(&mut a, true, Duration::from_secs(5)).await, "a should lead");
+    let b = start(fake, "b", log);
+    (a, b)
+}
+
 /// Never two leaders at once, judged from the recorded change log.
 fn assert_never_two_leaders(log: &ChangeLog) {
     let Ok(log) = log.lock() else { panic!("log poisoned") };
@@ -147,9 +155,7 @@ fn assert_never_two_leaders(log: &ChangeLog) {
 async fn standby_waits_and_takes_over_at_once_on_graceful_stop() {
     let fake = FakeLeases::default();
     let log = ChangeLog::default();
-    let mut a = start(&fake, "a", &log);
-    assert!(becomes(&mut a, true, Duration::from_secs(5)).await, "a should lead");
-    let mut b = start(&fake, "b", &log);
+    let (mut a, mut b) = leader_and_standby(&fake, &log).await;
     // b stays standby however long a keeps renewing.
     assert!(!becomes(&mut b, true, Duration::from_secs(60)).await, "b must stand by while a renews");
     assert_eq!(fake.holder().as_deref(), Some("a"));
@@ -166,9 +172,7 @@ async fn standby_waits_and_takes_over_at_once_on_graceful_stop() {
 async fn a_crashed_leader_is_replaced_only_after_its_lease_expires() {
     let fake = FakeLeases::default();
     let log = ChangeLog::default();
-    let mut a = start(&fake, "a", &log);
-    assert!(becomes(&mut a, true, Duration::from_secs(5)).await);
-    let mut b = start(&fake, "b", &log);
+    let (a, mut b) = leader_and_standby(&fake, &log).await;
     tokio::time::sleep(Duration::from_secs(7)).await;
     // Crash: no release. A crashed process acts no more; its channel simply closes.
     a.task.abort();
@@ -187,9 +191,7 @@ async fn a_crashed_leader_is_replaced_only_after_its_lease_expires() {
 async fn a_partitioned_leader_steps_down_before_anyone_else_can_lead() {
     let fake = FakeLeases::default();
     let log = ChangeLog::default();
-    let mut a = start(&fake, "a", &log);
-    assert!(becomes(&mut a, true, Duration::from_secs(5)).await);
-    let mut b = start(&fake, "b", &log);
+    let (mut a, mut b) = leader_and_standby(&fake, &log).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     a.down.store(true, Ordering::SeqCst);
     // a cannot renew: it must stop acting within the renew deadline (10s)...
