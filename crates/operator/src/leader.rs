@@ -176,6 +176,9 @@ pub enum LeaderError {
     /// Another candidate wrote first (409).
     #[error("lost a race for the lease")]
     Conflict,
+    /// No answer before the renew deadline.
+    #[error("no answer from the API within {0:?}")]
+    Timeout(Duration),
 }
 
 /// Runs the election for one replica.
@@ -206,13 +209,20 @@ impl LeaderElector {
     pub async fn run(self, leader: watch::Sender<bool>, shutdown: CancellationToken) {
         let mut observation = Observation::new(Instant::now());
         let mut last_renew: Option<Instant> = None;
+        let deadline = self.timing.renew_deadline;
         loop {
+            // An attempt may not outlive our claim: a request that never returns must not keep
+            // us leading past the renew deadline.
+            let budget = last_renew.map_or(deadline, |t| (t + deadline).saturating_duration_since(Instant::now()));
             let outcome = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                r = self.try_acquire_or_renew(&mut observation) => r,
+                r = tokio::time::timeout(budget, self.try_acquire_or_renew(&mut observation)) => {
+                    r.unwrap_or(Err(LeaderError::Timeout(budget)))
+                }
             };
             let now = Instant::now();
+            let mut failure = None;
             match outcome {
                 Ok(true) => {
                     last_renew = Some(now);
@@ -228,33 +238,23 @@ impl LeaderElector {
                 }
                 Err(e) => {
                     debug!(identity = %self.identity, error = %e, "lease attempt failed");
-                    let overdue =
-                        last_renew.is_none_or(|t| now.saturating_duration_since(t) >= self.timing.renew_deadline);
-                    if overdue && set_leader(&leader, false) {
-                        warn!(identity = %self.identity, error = %e, "could not renew the lease within the deadline; stepped down");
-                        last_renew = None;
-                    }
+                    failure = Some(e);
                 }
             }
-            // Stop acting as leader when the renew deadline passes while we wait.
-            let wait = match last_renew {
-                Some(t) => {
-                    self.timing.retry_period.min((t + self.timing.renew_deadline).saturating_duration_since(now))
+            if last_renew.is_some_and(|t| now.saturating_duration_since(t) >= deadline) {
+                last_renew = None;
+                if set_leader(&leader, false) {
+                    warn!(identity = %self.identity, error = ?failure.map(|e| e.to_string()), "could not renew the lease within the deadline; stepped down");
                 }
-                None => self.timing.retry_period,
-            };
+            }
+            // Wake up no later than the deadline, so the next attempt decides in time.
+            let wait = last_renew.map_or(self.timing.retry_period, |t| {
+                self.timing.retry_period.min((t + deadline).saturating_duration_since(now))
+            });
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
                 () = tokio::time::sleep(wait) => {}
-            }
-            if let Some(t) = last_renew {
-                if Instant::now().saturating_duration_since(t) >= self.timing.renew_deadline
-                    && set_leader(&leader, false)
-                {
-                    warn!(identity = %self.identity, "renew deadline passed; stepped down");
-                    last_renew = None;
-                }
             }
         }
         let was_leader = set_leader(&leader, false);

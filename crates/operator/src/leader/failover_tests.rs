@@ -73,13 +73,17 @@ impl FakeLeases {
         }
     }
 
-    /// A client of this fake; while `down` is set its requests fail as if the network were cut.
-    fn client(&self, down: Arc<AtomicBool>) -> Client {
+    /// A client of this fake; while `down` is set its requests fail at once as if the API were
+    /// unavailable, while `hang` is set they never get an answer (a black-holed connection).
+    fn client(&self, down: Arc<AtomicBool>, hang: Arc<AtomicBool>) -> Client {
         let fake = self.clone();
         let svc = tower::service_fn(move |req: Request<Body>| {
             let fake = fake.clone();
-            let down = down.clone();
+            let (down, hang) = (down.clone(), hang.clone());
             async move {
+                if hang.load(Ordering::SeqCst) {
+                    std::future::pending::<()>().await;
+                }
                 if down.load(Ordering::SeqCst) {
                     return status(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable");
                 }
@@ -101,12 +105,14 @@ struct Replica {
     leader: watch::Receiver<bool>,
     shutdown: CancellationToken,
     down: Arc<AtomicBool>,
+    hang: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
 fn start(fake: &FakeLeases, identity: &str, log: &ChangeLog) -> Replica {
     let down = Arc::new(AtomicBool::new(false));
-    let api: Api<Lease> = Api::namespaced(fake.client(down.clone()), NS);
+    let hang = Arc::new(AtomicBool::new(false));
+    let api: Api<Lease> = Api::namespaced(fake.client(down.clone(), hang.clone()), NS);
     let elector = LeaderElector::new(api, NAME, identity, LeaseTiming::default());
     let (tx, rx) = watch::channel(false);
     let shutdown = CancellationToken::new();
@@ -122,7 +128,7 @@ fn start(fake: &FakeLeases, identity: &str, log: &ChangeLog) -> Replica {
             }
         }
     });
-    Replica { leader: rx, shutdown, down, task }
+    Replica { leader: rx, shutdown, down, hang, task }
 }
 
 async fn becomes(r: &mut Replica, value: bool, within: Duration) -> bool {
@@ -203,6 +209,19 @@ async fn a_partitioned_leader_steps_down_before_anyone_else_can_lead() {
     a.down.store(false, Ordering::SeqCst);
     assert!(!becomes(&mut a, true, Duration::from_secs(30)).await, "a must not grab b's live lease");
     assert_eq!(fake.holder().as_deref(), Some("b"));
+    assert_never_two_leaders(&log);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leader_whose_requests_hang_steps_down_by_the_deadline() {
+    let fake = FakeLeases::default();
+    let log = ChangeLog::default();
+    let (mut a, mut b) = leader_and_standby(&fake, &log).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // No answer at all: a renew that never returns must not extend a's claim.
+    a.hang.store(true, Ordering::SeqCst);
+    assert!(becomes(&mut a, false, Duration::from_secs(10)).await, "a kept leading while its renew hung");
+    assert!(becomes(&mut b, true, Duration::from_secs(20)).await, "b should take over");
     assert_never_two_leaders(&log);
 }
 
