@@ -86,9 +86,28 @@ pub struct RunArgs {
 /// Flags of `omniscale sim`.
 #[derive(Debug, Clone, Args)]
 pub struct SimArgs {
-    /// Scenario directory, e.g. examples/php-apache.
-    #[arg(long)]
+    /// Scenario directory, e.g. examples/php-apache: its `*.yaml` manifests are applied and
+    /// `sim/scenario.yaml` describes nodes, cloud, load and timed actions.
+    #[arg(long, required_unless_present = "serve")]
     pub scenario: Option<PathBuf>,
+    /// Only run the simulated cluster (no operator, no scenario) until interrupted.
+    #[arg(long)]
+    pub serve: bool,
+    /// Write a kubeconfig for the simulated API server here (for kubectl and `omniscale run`).
+    #[arg(long)]
+    pub kubeconfig_out: Option<PathBuf>,
+    /// Address of the simulated API server.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Simulated seconds per wall-clock second (default: the scenario's, else 1 with --serve).
+    #[arg(long)]
+    pub speed: Option<f64>,
+    /// Static nodes to create with --serve (each 4 cpu / 16Gi, m5.xlarge-like).
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u32,
+    /// Where the scenario report (timeline.json, chart.svg) is written.
+    #[arg(long, default_value = "target/sim-report")]
+    pub report_dir: PathBuf,
 }
 
 /// Flags of `omniscale plan`.

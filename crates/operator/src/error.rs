@@ -24,6 +24,9 @@ pub enum Error {
     /// Local I/O (binding the HTTP port, signals).
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// The simulated cluster failed to start or run.
+    #[error("simulated cluster: {0}")]
+    Sim(String),
     /// A subcommand that a later milestone delivers.
     #[error("`omniscale {0}` is not built yet: {1}")]
     NotBuilt(&'static str, &'static str),
@@ -38,6 +41,7 @@ impl Error {
             Error::Kubeconfig(_) | Error::InferConfig(_) => "config",
             Error::Serde(_) | Error::Yaml(_) => "serde",
             Error::Timing(_) => "config",
+            Error::Sim(_) => "sim",
             Error::Io(_) => "io",
             Error::NotBuilt(..) => "not_built",
         }

@@ -9,6 +9,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod run;
+pub mod sim;
 pub mod targets;
 pub mod telemetry;
 pub mod validate;
@@ -36,7 +37,7 @@ pub async fn execute(cli: cli::Cli) -> Result<()> {
             println!("omniscale {} (API omniscale.dev/v1alpha1, Kubernetes >= 1.33)", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
-        cli::Command::Sim(_) => Err(Error::NotBuilt("sim", "the embedded simulated cluster arrives with issue #3")),
+        cli::Command::Sim(args) => sim::sim(args).await,
         cli::Command::Plan(_) => Err(Error::NotBuilt("plan", "offline planning arrives with issue #5")),
     }
 }

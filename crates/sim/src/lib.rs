@@ -5,11 +5,21 @@
 //! cloud are simulated in-process. Deviations from kube-apiserver are listed in the README.
 
 pub mod builtin;
+pub mod clock;
+pub mod control;
+pub mod defaults;
 pub mod error;
+mod eviction;
+pub mod openapi;
 pub mod patch;
 pub mod registry;
+pub mod runtime;
 pub mod schema;
 pub mod selector;
+pub mod server;
 pub mod store;
+pub mod table;
+pub mod world;
 
 pub use error::{ApiError, Error};
+pub use server::Cluster;

@@ -386,7 +386,7 @@ impl Store {
         obj["kind"] = Value::String(rt.kind.clone());
         match &rt.schema {
             None => {
-                let decoded = builtin::decode(&rt.group, &rt.kind, &obj)
+                let mut decoded = builtin::decode(&rt.group, &rt.kind, &obj)
                     .map_err(|e| ApiError::bad_request(format!("error decoding {}: {e}", rt.kind)))?;
                 if strict {
                     let unknown = builtin::unknown_fields(&obj, &decoded);
@@ -395,6 +395,7 @@ impl Store {
                         return Err(ApiError::bad_request(format!("strict decoding error: {}", list.join(", "))));
                     }
                 }
+                crate::defaults::apply(&rt.group, &rt.kind, &mut decoded);
                 let errs = builtin::validate(&rt.group, &rt.kind, &decoded);
                 if !errs.is_empty() {
                     return Err(ApiError::invalid(&rt.kind, &name, errs));
@@ -530,6 +531,17 @@ impl Store {
                 )],
             ));
         }
+        let mut errs = Vec::new();
+        for (i, v) in crd["spec"]["versions"].as_array().into_iter().flatten().enumerate() {
+            check_enum_types(
+                &v["schema"]["openAPIV3Schema"],
+                &format!("spec.versions[{i}].schema.openAPIV3Schema"),
+                &mut errs,
+            );
+        }
+        if !errs.is_empty() {
+            return Err(ApiError::invalid("CustomResourceDefinition", name, errs));
+        }
         if self.registry.all().any(|t| t.group == group && t.plural == plural && t.is_builtin()) {
             return Err(ApiError::invalid(
                 "CustomResourceDefinition",
@@ -584,7 +596,8 @@ impl Store {
                 body
             }
         };
-        self.finish_update(t, &old, candidate, opts, now, None)
+        let out = self.finish_update(t, &old, candidate, opts, now, None)?;
+        if sub == Some("scale") { scale_view(rt, &out) } else { Ok(out) }
     }
 
     pub fn patch(
@@ -647,7 +660,8 @@ impl Store {
             Some("scale") => from_scale(rt, &old, &patched)?,
             _ => patched,
         };
-        self.finish_update(t, &old, candidate, opts, now, None)
+        let out = self.finish_update(t, &old, candidate, opts, now, None)?;
+        if sub == Some("scale") { scale_view(rt, &out) } else { Ok(out) }
     }
 
     fn apply(
@@ -762,7 +776,8 @@ impl Store {
         match old {
             Some(o) => {
                 let o = o.clone();
-                self.finish_update(t, &o, merged, opts, now, Some(()))
+                let out = self.finish_update(t, &o, merged, opts, now, Some(()))?;
+                if sub == Some("scale") { scale_view(rt, &out) } else { Ok(out) }
             }
             None => {
                 let target = Target { subresource: None, ..t.clone() };
@@ -1174,6 +1189,35 @@ impl Store {
         let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_owned();
         let existed = self.get_raw(key, &ns, &name).is_some();
         self.commit(key, &ns, &name, obj, if existed { EventType::Modified } else { EventType::Added })
+    }
+}
+
+/// Enum values must have the schema's type: a YAML 1.1 reader turning `Off` into `false` is the
+/// classic way to break this.
+fn check_enum_types(schema: &Value, path: &str, errs: &mut Vec<(String, String)>) {
+    if let (Some(t), Some(values)) = (schema["type"].as_str(), schema["enum"].as_array()) {
+        for (i, v) in values.iter().enumerate() {
+            let ok = match t {
+                "string" => v.is_string(),
+                "integer" => v.is_i64() || v.is_u64(),
+                "number" => v.is_number(),
+                "boolean" => v.is_boolean(),
+                _ => true,
+            };
+            if !ok && !(v.is_null() && schema["nullable"] == json!(true)) {
+                errs.push((format!("{path}.enum[{i}]"), format!("Invalid value: {v}: must be of type {t}")));
+            }
+        }
+    }
+    if let Some(props) = schema["properties"].as_object() {
+        for (k, child) in props {
+            check_enum_types(child, &format!("{path}.properties[{k}]"), errs);
+        }
+    }
+    for key in ["items", "additionalProperties"] {
+        if schema[key].is_object() {
+            check_enum_types(&schema[key], &format!("{path}.{key}"), errs);
+        }
     }
 }
 

@@ -262,3 +262,16 @@ fn crds_register_types_and_validate_custom_resources() {
     s.delete(&Target::new(&crd_rt, None, Some("autoscalers.omniscale.dev")), &DeleteOptions::default(), now()).unwrap();
     assert!(s.registry.get("omniscale.dev", "v1alpha1", "autoscalers").is_none());
 }
+
+#[test]
+fn crd_enum_values_must_match_their_type() {
+    let mut s = store();
+    let crd_rt = rt(&s, "apiextensions.k8s.io", "v1", "customresourcedefinitions");
+    let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": "foos.x.dev"},
+        "spec": {"group": "x.dev", "scope": "Namespaced", "names": {"plural": "foos", "kind": "Foo"},
+          "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+              "mode": {"type": "string", "enum": ["Auto", false]}}}}}]}});
+    let err = s.create(&Target::new(&crd_rt, None, None), crd, &mgr("t"), now()).unwrap_err();
+    assert_eq!(err.code, 422);
+    assert!(err.message.contains("properties[mode].enum[1]"), "{}", err.message);
+}

@@ -1,0 +1,151 @@
+//! The simulated control plane: the controllers kube-controller-manager runs, a scheduler,
+//! kubelets, metrics-server and the cloud's node lifecycle. One [`step`] advances all of them
+//! at a simulated instant; the runtime calls it in a loop on the shared clock.
+
+pub mod kubelet;
+pub mod nodes;
+pub mod scheduler;
+pub mod workloads;
+
+use crate::registry::{ResourceKey, ResourceType};
+use crate::server::MetricsTable;
+use crate::store::{PatchType, Store, Target, WriteOptions};
+use crate::world::cloud::Cloud;
+use crate::world::scenario::{AsgSpec, StaticNodes, WorkloadSpec};
+use jiff::Timestamp;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+
+/// Delays of the simulated machinery, in simulated seconds.
+#[derive(Clone, Debug)]
+pub struct Timings {
+    /// Bound pod → containers running (image pull and start).
+    pub pod_start: f64,
+    /// Running → Ready (readiness probe).
+    pub pod_ready: f64,
+    /// Longest a terminating pod lingers before the kubelet removes it.
+    pub pod_stop: f64,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Self { pod_start: 2.0, pod_ready: 3.0, pod_stop: 2.0 }
+    }
+}
+
+/// State of the simulated world that is not API objects.
+#[derive(Debug, Default)]
+pub struct World {
+    pub cloud: Option<Cloud>,
+    pub asgs: Vec<AsgSpec>,
+    pub static_nodes: Vec<StaticNodes>,
+    pub workloads: Vec<WorkloadSpec>,
+    pub timings: Timings,
+    pub seed: u64,
+    /// When the kubelet first saw a pod bound / terminating, by uid.
+    pub(crate) bound_at: HashMap<String, f64>,
+    pub(crate) stopping_at: HashMap<String, f64>,
+    pub(crate) events: HashMap<(String, String, String), String>,
+    pub(crate) static_created: bool,
+}
+
+/// What every controller gets for one step.
+#[derive(Debug)]
+pub struct Ctx<'a> {
+    pub store: &'a mut Store,
+    pub world: &'a mut World,
+    pub metrics: &'a mut MetricsTable,
+    pub now: Timestamp,
+    /// Simulated seconds since the simulation started.
+    pub t: f64,
+}
+
+impl Ctx<'_> {
+    pub fn rt(&self, g: &str, v: &str, p: &str) -> Option<ResourceType> {
+        self.store.registry.get(g, v, p).cloned()
+    }
+}
+
+/// Advances every simulated component to `now`.
+pub fn step(ctx: &mut Ctx<'_>) {
+    nodes::sync(ctx);
+    ctx.store.collect_garbage(ctx.now);
+    workloads::deployments(ctx);
+    workloads::replicasets(ctx);
+    workloads::statefulsets(ctx);
+    workloads::daemonsets(ctx);
+    scheduler::schedule(ctx);
+    kubelet::run(ctx);
+    workloads::disruption_budgets(ctx);
+    kubelet::metrics(ctx);
+}
+
+pub(crate) fn key(group: &str, plural: &str) -> ResourceKey {
+    ResourceKey { group: group.into(), plural: plural.into() }
+}
+
+pub(crate) fn name_of(o: &Value) -> String {
+    o["metadata"]["name"].as_str().unwrap_or_default().to_owned()
+}
+
+pub(crate) fn ns_of(o: &Value) -> String {
+    o["metadata"]["namespace"].as_str().unwrap_or_default().to_owned()
+}
+
+pub(crate) fn uid_of(o: &Value) -> String {
+    o["metadata"]["uid"].as_str().unwrap_or_default().to_owned()
+}
+
+pub(crate) fn is_ready(p: &Value) -> bool {
+    p["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+pub(crate) fn is_node_ready(n: &Value) -> bool {
+    is_ready(n)
+}
+
+/// Records a core/v1 Event about `obj`, aggregating repeats into `count` as the event
+/// recorder does.
+pub(crate) fn event(ctx: &mut Ctx<'_>, obj: &Value, type_: &str, reason: &str, message: &str) {
+    let Some(rt) = ctx.rt("", "v1", "events") else { return };
+    let uid = uid_of(obj);
+    let ns = match ns_of(obj) {
+        n if n.is_empty() => "default".to_owned(),
+        n => n,
+    };
+    let now = crate::store::ts(ctx.now);
+    let k = (uid.clone(), reason.to_owned(), message.to_owned());
+    if let Some(existing) = ctx.world.events.get(&k).cloned() {
+        let t = Target::new(&rt, Some(&ns), Some(&existing));
+        if let Ok(e) = ctx.store.get(&t) {
+            let count = e["count"].as_i64().unwrap_or(1) + 1;
+            let patch = json!({"count": count, "lastTimestamp": now});
+            if ctx.store.patch(&t, PatchType::Merge, &patch, &WriteOptions::manager("event-recorder"), ctx.now).is_ok()
+            {
+                return;
+            }
+        }
+    }
+    let kind = obj["kind"].as_str().unwrap_or_default();
+    let component = match reason {
+        "Scheduled" | "FailedScheduling" => "default-scheduler",
+        "Pulled" | "Started" | "Created" | "Killing" => "kubelet",
+        _ => match kind {
+            "Deployment" => "deployment-controller",
+            "ReplicaSet" => "replicaset-controller",
+            _ => "omniscale-sim",
+        },
+    };
+    let ev = json!({"apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": format!("{}.", name_of(obj)), "namespace": ns},
+        "involvedObject": {"kind": kind, "namespace": ns_of(obj), "name": name_of(obj), "uid": uid,
+                           "apiVersion": obj["apiVersion"], "resourceVersion": obj["metadata"]["resourceVersion"]},
+        "reason": reason, "message": message, "type": type_, "count": 1,
+        "firstTimestamp": now, "lastTimestamp": now, "source": {"component": component},
+        "reportingComponent": component, "reportingInstance": ""});
+    if let Ok(created) =
+        ctx.store.create(&Target::new(&rt, Some(&ns), None), ev, &WriteOptions::manager("event-recorder"), ctx.now)
+    {
+        ctx.world.events.insert(k, name_of(&created));
+    }
+}
