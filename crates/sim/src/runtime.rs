@@ -56,10 +56,16 @@ impl Running {
         self.cancel.clone()
     }
 
+    /// Stops the control plane, ends open watches and closes the listener. Connections that
+    /// do not finish within two seconds are dropped.
     pub async fn shutdown(self) {
         self.cancel.cancel();
+        self.cluster.shared.stopping.cancel();
         for t in self.tasks {
-            let _ = t.await;
+            let abort = t.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(2), t).await.is_err() {
+                abort.abort();
+            }
         }
     }
 }

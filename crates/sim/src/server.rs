@@ -36,6 +36,8 @@ pub struct Shared {
     pub max_watch: Duration,
     /// How often open watches receive a BOOKMARK, on the wall clock.
     pub bookmark_every: Duration,
+    /// Cancelled when the cluster shuts down: open watches end at once.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 /// A handle to one simulated cluster.
@@ -54,17 +56,18 @@ impl Cluster {
                 metrics: RwLock::new(MetricsTable::default()),
                 max_watch: Duration::from_secs(300),
                 bookmark_every: Duration::from_secs(5),
+                stopping: tokio_util::sync::CancellationToken::new(),
             }),
         }
     }
 
     /// Builder for tests that exercise reconnects and bookmarks.
     pub fn with_watch_timing(self, max_watch: Duration, bookmark_every: Duration) -> Self {
-        let Shared { store, clock, metrics, .. } = match Arc::try_unwrap(self.shared) {
+        let Shared { store, clock, metrics, stopping, .. } = match Arc::try_unwrap(self.shared) {
             Ok(s) => s,
             Err(shared) => return Self { shared },
         };
-        Self { shared: Arc::new(Shared { store, clock, metrics, max_watch, bookmark_every }) }
+        Self { shared: Arc::new(Shared { store, clock, metrics, max_watch, bookmark_every, stopping }) }
     }
 
     /// Locks the store. A panic while holding the lock would poison it; the store is still
@@ -632,6 +635,7 @@ fn watch(
     let clock = cluster.shared.clock.clone();
     let bookmark_every = cluster.shared.bookmark_every;
     let deadline = tokio::time::Instant::now() + timeout;
+    let stopping = cluster.shared.stopping.clone();
     struct St {
         rx: tokio::sync::broadcast::Receiver<Arc<WatchEvent>>,
         filter: Arc<WatchFilter>,
@@ -644,6 +648,7 @@ fn watch(
     let st = St { rx, filter, last_rv: start_rv, ticker, done: false };
     let live = futures::stream::unfold(st, move |mut st| {
         let clock = clock.clone();
+        let stopping = stopping.clone();
         async move {
             if st.done {
                 return None;
@@ -651,6 +656,7 @@ fn watch(
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep_until(deadline) => return None,
+                    _ = stopping.cancelled() => return None,
                     _ = st.ticker.tick(), if bookmarks => {
                         let f = &st.filter;
                         let b = frame("BOOKMARK", json!({"kind": f.rt.kind, "apiVersion": f.rt.api_version(), "metadata": {"resourceVersion": st.last_rv.to_string()}}));

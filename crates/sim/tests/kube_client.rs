@@ -1,0 +1,217 @@
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+//! kube-rs against the simulated API server over real HTTP: watchers and reflectors through
+//! 410 Gone, server-closed watches and bookmarks; optimistic concurrency; eviction and PDBs.
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::policy::v1::{Eviction, PodDisruptionBudget};
+use kube::api::{Api, EvictParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use omniscale_sim::control::World;
+use omniscale_sim::runtime::{self, Running, SimOptions};
+use omniscale_sim::world::scenario::StaticNodes;
+use serde_json::json;
+use std::time::Duration;
+
+async fn start(max_watch: Duration) -> (Running, kube::Client) {
+    if std::env::var("SIM_DEBUG").is_ok() {
+        let _ = tracing_subscriber::fmt().with_env_filter("debug,hyper=info").with_test_writer().try_init();
+    }
+    let opts = SimOptions {
+        speed: 40.0,
+        history: 50,
+        max_watch,
+        bookmark_every: Duration::from_millis(100),
+        tick: 1.0,
+        ..SimOptions::default()
+    };
+    let mut world = World::default();
+    world.static_nodes = vec![StaticNodes {
+        name_prefix: "node".into(),
+        count: 2,
+        instance_type: Some("m5.large".into()),
+        cpu: None,
+        memory: None,
+        pods: None,
+        zone: None,
+        labels: Default::default(),
+        taints: vec![],
+    }];
+    let running = runtime::start(opts, world).await.unwrap();
+    let mut config = kube::Config::new(running.url.parse().unwrap());
+    // kube's default layer retries 429s with backoff; these tests want to see them.
+    config.default_retry = false;
+    let client = kube::Client::try_from(config).unwrap();
+    (running, client)
+}
+
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for i in 0..200 {
+        if std::env::var("SIM_DEBUG").is_ok() {
+            eprintln!("{what}: attempt {i}");
+        }
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn cm(name: &str) -> ConfigMap {
+    serde_json::from_value(json!({"metadata": {"name": name}, "data": {"k": "v"}})).unwrap()
+}
+
+#[tokio::test]
+async fn reflector_survives_gone_and_server_closed_watches() {
+    let (sim, client) = start(Duration::from_millis(400)).await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let (reader, writer) = reflector::store();
+    let stream = reflector(writer, watcher(api.clone(), watcher::Config::default())).applied_objects();
+    let task = tokio::spawn(async move {
+        let mut s = std::pin::pin!(stream);
+        while let Some(r) = s.next().await {
+            // Errors (410, closed streams) are retried by the watcher's default backoff.
+            let _ = r;
+        }
+    });
+    for i in 0..5 {
+        api.create(&PostParams::default(), &cm(&format!("a{i}"))).await.unwrap();
+    }
+    eventually("5 objects in the reflector", || async { reader.state().len() == 5 }).await;
+    // Expire all history: the next resume gets 410 and the watcher must relist.
+    sim.cluster.store().compact();
+    for i in 0..60 {
+        api.create(&PostParams::default(), &cm(&format!("b{i}"))).await.unwrap();
+    }
+    api.delete("a0", &Default::default()).await.unwrap();
+    eventually("reflector converged after 410 and reconnects", || async { reader.state().len() == 64 }).await;
+    assert!(reader.get(&reflector::ObjectRef::new("a0").within("default")).is_none());
+    task.abort();
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn raw_watch_sees_bookmarks_and_gone() {
+    let (sim, client) = start(Duration::from_secs(5)).await;
+    let api: Api<ConfigMap> = Api::namespaced(client, "default");
+    let list = api.list(&ListParams::default()).await.unwrap();
+    let rv = list.metadata.resource_version.unwrap();
+    api.create(&PostParams::default(), &cm("w1")).await.unwrap();
+    let mut events = api.watch(&WatchParams::default(), &rv).await.unwrap().boxed();
+    let mut saw_added = false;
+    let mut saw_bookmark = false;
+    while !(saw_added && saw_bookmark) {
+        match tokio::time::timeout(Duration::from_secs(5), events.try_next()).await.unwrap().unwrap() {
+            Some(WatchEvent::Added(c)) => saw_added |= c.metadata.name.as_deref() == Some("w1"),
+            Some(WatchEvent::Bookmark(_)) => saw_bookmark = true,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    sim.cluster.store().compact();
+    let mut stale = api.watch(&WatchParams::default(), &rv).await.unwrap().boxed();
+    match stale.try_next().await.unwrap() {
+        Some(WatchEvent::Error(e)) => assert_eq!(e.code, 410),
+        other => panic!("expected 410, got {other:?}"),
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn stale_updates_conflict_and_apply_reports_conflicts() {
+    let (sim, client) = start(Duration::from_secs(5)).await;
+    let api: Api<ConfigMap> = Api::namespaced(client, "default");
+    let created = api.create(&PostParams::default(), &cm("c")).await.unwrap();
+    let mut first = created.clone();
+    first.data = Some([("k".to_owned(), "1".to_owned())].into());
+    api.replace("c", &PostParams::default(), &first).await.unwrap();
+    let mut stale = created;
+    stale.data = Some([("k".to_owned(), "2".to_owned())].into());
+    match api.replace("c", &PostParams::default(), &stale).await {
+        Err(kube::Error::Api(e)) => assert_eq!((e.code, e.reason.as_str()), (409, "Conflict")),
+        other => panic!("expected 409, got {other:?}"),
+    }
+    let apply = |v: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": v}});
+    // The replace above made its client the owner of data.k: taking it over needs force.
+    match api.patch("c", &PatchParams::apply("alice"), &Patch::Apply(apply("3"))).await {
+        Err(kube::Error::Api(e)) => assert_eq!(e.code, 409),
+        other => panic!("expected an apply conflict with the updater, got {other:?}"),
+    }
+    api.patch("c", &PatchParams::apply("alice").force(), &Patch::Apply(apply("3"))).await.unwrap();
+    match api.patch("c", &PatchParams::apply("bob"), &Patch::Apply(apply("4"))).await {
+        Err(kube::Error::Api(e)) => {
+            assert_eq!(e.code, 409);
+            assert!(e.message.contains("conflict with \"alice\""), "{}", e.message);
+        }
+        other => panic!("expected an apply conflict, got {other:?}"),
+    }
+    let forced = api.patch("c", &PatchParams::apply("bob").force(), &Patch::Apply(apply("4"))).await.unwrap();
+    assert_eq!(forced.data.unwrap()["k"], "4");
+    match api.get("missing").await {
+        Err(kube::Error::Api(e)) => assert_eq!(e.code, 404),
+        other => panic!("expected 404, got {other:?}"),
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn eviction_respects_disruption_budgets() {
+    let (sim, client) = start(Duration::from_secs(5)).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "default");
+    let d: Deployment = serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {"replicas": 2,
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "nginx",
+            "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]}}}}))
+    .unwrap();
+    deployments.create(&PostParams::default(), &d).await.unwrap();
+    let pdb: PodDisruptionBudget = serde_json::from_value(json!({"metadata": {"name": "web"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}}}))
+    .unwrap();
+    pdbs.create(&PostParams::default(), &pdb).await.unwrap();
+    eventually("budget allows one disruption", || async {
+        pdbs.get("web")
+            .await
+            .ok()
+            .and_then(|p| p.status)
+            .is_some_and(|s| s.disruptions_allowed == 1 && s.current_healthy == 2)
+    })
+    .await;
+    let names: Vec<String> = pods
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    assert_eq!(names.len(), 2);
+    // Replacements now never become ready, so the budget cannot recover between evictions.
+    sim.world.lock().unwrap().timings.pod_start = 1e9;
+    pods.evict(&names[0], &EvictParams::default()).await.unwrap();
+    match pods.evict(&names[1], &EvictParams::default()).await {
+        Err(kube::Error::Api(e)) => {
+            assert_eq!(e.code, 429);
+            assert!(e.message.contains("disruption budget"), "{}", e.message);
+        }
+        other => panic!("second eviction must be refused, got {other:?}"),
+    }
+    let _ = Eviction::default();
+    // Once the replacement is ready the budget allows a disruption again.
+    sim.world.lock().unwrap().timings.pod_start = 1.0;
+    eventually("replacement ready and budget replenished", || async {
+        pdbs.get("web")
+            .await
+            .ok()
+            .and_then(|p| p.status)
+            .is_some_and(|s| s.disruptions_allowed == 1 && s.current_healthy == 2)
+    })
+    .await;
+    sim.shutdown().await;
+}
