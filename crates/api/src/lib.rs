@@ -71,15 +71,16 @@ pub fn render_crds_yaml() -> Result<String, serde_yaml::Error> {
 /// YAML 1.1, where `Off`, `on`, `yes`, `n`... are booleans. Quote those scalars so the enum value
 /// `Off` survives `kubectl apply` as the string it is.
 fn quote_yaml11_booleans(yaml: &str) -> String {
-    const WORDS: &[&str] = &[
-        "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "on", "On", "ON", "off", "Off", "OFF",
-    ];
+    const WORDS: &[&str] =
+        &["y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "on", "On", "ON", "off", "Off", "OFF"];
     let mut out = String::with_capacity(yaml.len());
     for line in yaml.lines() {
         let trimmed = line.trim_end();
         let fixed = if let Some((prefix, word)) = trimmed.rsplit_once(": ").filter(|(_, w)| WORDS.contains(w)) {
             format!("{prefix}: '{word}'")
-        } else if let Some((prefix, word)) = trimmed.rsplit_once("- ").filter(|(p, w)| WORDS.contains(w) && p.trim().is_empty()) {
+        } else if let Some((prefix, word)) =
+            trimmed.rsplit_once("- ").filter(|(p, w)| WORDS.contains(w) && p.trim().is_empty())
+        {
             format!("{prefix}- '{word}'")
         } else {
             line.to_owned()

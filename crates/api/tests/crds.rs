@@ -363,14 +363,11 @@ fn examples_are_valid() {
 fn rendered_yaml_survives_yaml_1_1_readers() {
     // kubectl reads YAML 1.1, where a bare `Off` is the boolean false.
     let yaml = omniscale_api::render_crds_yaml().unwrap();
-    let bool_words = regex::Regex::new(r"(?m)(:|^\s*-)\s+(y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off|OFF)\s*$").unwrap();
+    let bool_words =
+        regex::Regex::new(r"(?m)(:|^\s*-)\s+(y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off|OFF)\s*$").unwrap();
     assert!(!bool_words.is_match(&yaml), "unquoted YAML 1.1 boolean: {:?}", bool_words.find(&yaml));
     assert!(yaml.contains("- 'Off'"));
-    let docs: Vec<Value> = yaml
-        .split("\n---\n")
-        .skip(1)
-        .map(|d| serde_yaml::from_str(d).unwrap())
-        .collect();
+    let docs: Vec<Value> = yaml.split("\n---\n").skip(1).map(|d| serde_yaml::from_str(d).unwrap()).collect();
     let expected: Vec<Value> = omniscale_api::crds().iter().map(|c| serde_json::to_value(c).unwrap()).collect();
     assert_eq!(docs, expected, "quoting changes nothing for YAML 1.2 readers");
 }

@@ -69,7 +69,7 @@ pub fn apply(group: &str, kind: &str, obj: &mut Value) {
             let spec = ensure_object(obj, "spec");
             set_default(spec, "type", json!("ClusterIP"));
             set_default(spec, "sessionAffinity", json!("None"));
-            if let Some(ports) = spec["ports"].as_array_mut() {
+            if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
                 for p in ports {
                     set_default(p, "protocol", json!("TCP"));
                     let port = p["port"].clone();
@@ -108,7 +108,7 @@ fn pod_spec(spec: &mut Value, is_pod: bool) {
         spec["tolerations"] = Value::Array(t);
     }
     for list in ["containers", "initContainers"] {
-        if let Some(cs) = spec[list].as_array_mut() {
+        if let Some(cs) = spec.get_mut(list).and_then(Value::as_array_mut) {
             for c in cs {
                 container(c);
             }
@@ -123,7 +123,7 @@ fn container(c: &mut Value) {
     set_default(c, "imagePullPolicy", json!(if latest { "Always" } else { "IfNotPresent" }));
     set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
     set_default(c, "terminationMessagePolicy", json!("File"));
-    if let Some(ports) = c["ports"].as_array_mut() {
+    if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
         for p in ports {
             set_default(p, "protocol", json!("TCP"));
         }
@@ -163,5 +163,7 @@ mod tests {
         let mut again = p.clone();
         apply("", "Pod", &mut again);
         assert_eq!(again, p, "defaulting is idempotent");
+        assert!(p["spec"]["containers"][0].get("ports").is_none(), "absent lists stay absent");
+        assert!(p["spec"].get("initContainers").is_none(), "absent lists stay absent");
     }
 }

@@ -263,7 +263,10 @@ fn resource_list(cluster: &Cluster, g: &str, v: &str) -> Result<Response, ApiErr
 }
 
 /// Splits `[namespaces/{ns}/]{plural}[/{name}[/{sub}]]`.
-fn parse_target<'a>(rest: &[&'a str]) -> Option<(Option<&'a str>, &'a str, Option<&'a str>, Option<&'a str>)> {
+/// (namespace, plural, name, subresource) of a resource path.
+type PathParts<'a> = (Option<&'a str>, &'a str, Option<&'a str>, Option<&'a str>);
+
+fn parse_target<'a>(rest: &[&'a str]) -> Option<PathParts<'a>> {
     match rest {
         ["namespaces"] => Some((None, "namespaces", None, None)),
         ["namespaces", name] => Some((None, "namespaces", Some(name), None)),
@@ -342,7 +345,7 @@ async fn resource(
         if !known {
             return Err(ApiError::not_found(&format!("{}/{s}", rt.key()), name.unwrap_or_default()));
         }
-        target = target.sub(s);
+        target = target.with_subresource(s);
     }
     let now = cluster.now();
     match (method.clone(), name, sub) {
@@ -373,7 +376,7 @@ async fn resource(
             if wants_table(headers) && sub.is_none() {
                 let t = table::table(
                     &rt,
-                    &[obj.clone()],
+                    std::slice::from_ref(&obj),
                     q.get("includeObject").unwrap_or("Metadata"),
                     now,
                     json!({"resourceVersion": obj["metadata"]["resourceVersion"]}),

@@ -117,7 +117,7 @@ impl Target {
         }
     }
 
-    pub fn sub(mut self, s: &str) -> Self {
+    pub fn with_subresource(mut self, s: &str) -> Self {
         self.subresource = Some(s.to_owned());
         self
     }
@@ -202,14 +202,7 @@ impl Store {
     fn next_uid(&mut self) -> String {
         self.uid_counter += 1;
         let n = self.uid_counter;
-        format!(
-            "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
-            n as u32,
-            (n >> 32) as u16 & 0xffff,
-            n % 0xfff,
-            (n * 7) % 0xfff,
-            n
-        )
+        format!("{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}", n as u32, (n >> 32) as u16, n % 0xfff, (n * 7) % 0xfff, n)
     }
 
     fn random_suffix(&mut self) -> String {
@@ -455,7 +448,7 @@ impl Store {
                 }
                 Some(_) => {}
             }
-        } else if let Some(m) = obj["metadata"].as_object_mut() {
+        } else if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
             m.remove("namespace");
         }
         if obj["metadata"]["name"].as_str().is_none_or(str::is_empty) {
@@ -1204,7 +1197,7 @@ fn check_enum_types(schema: &Value, path: &str, errs: &mut Vec<(String, String)>
                 "boolean" => v.is_boolean(),
                 _ => true,
             };
-            if !ok && !(v.is_null() && schema["nullable"] == json!(true)) {
+            if !(ok || v.is_null() && schema["nullable"] == json!(true)) {
                 errs.push((format!("{path}.enum[{i}]"), format!("Invalid value: {v}: must be of type {t}")));
             }
         }
@@ -1255,7 +1248,7 @@ fn decode_continue(token: &str, compacted: u64) -> Result<(u64, (String, String)
             "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
         )
     };
-    if token.len() % 2 != 0 {
+    if !token.len().is_multiple_of(2) {
         return Err(bad());
     }
     let bytes: Result<Vec<u8>, _> =

@@ -276,7 +276,7 @@ pub fn json_path(obj: &Value, path: &str) -> Value {
                 cur = cur
                     .iter()
                     .flat_map(|x| x.as_array().cloned().unwrap_or_default())
-                    .filter(|e| e[k.trim()].as_str() == Some(v) || e[k.trim()].to_string() == v)
+                    .filter(|e| e[k.trim()].as_str() == Some(v) || e[k.trim()] == v)
                     .collect();
             } else if let Ok(i) = inner.parse::<usize>() {
                 cur = cur.iter().map(|x| x[i].clone()).collect();

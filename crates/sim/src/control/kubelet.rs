@@ -90,7 +90,7 @@ pub fn run(ctx: &mut Ctx<'_>) {
             let was_running = phase == "Running";
             if ctx
                 .store
-                .update(&target.clone().sub("status"), updated, &WriteOptions::manager("kubelet"), ctx.now)
+                .update(&target.clone().with_subresource("status"), updated, &WriteOptions::manager("kubelet"), ctx.now)
                 .is_ok()
                 && !was_running
             {

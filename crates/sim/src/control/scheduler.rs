@@ -258,7 +258,8 @@ pub(super) fn set_condition(ctx: &mut Ctx<'_>, t: &Target, cond: Value) {
         None => conds.push(cond),
     }
     p["status"]["conditions"] = Value::Array(conds);
-    let _ = ctx.store.update(&t.clone().sub("status"), p, &WriteOptions::manager("kube-scheduler"), ctx.now);
+    let _ =
+        ctx.store.update(&t.clone().with_subresource("status"), p, &WriteOptions::manager("kube-scheduler"), ctx.now);
 }
 
 #[cfg(test)]

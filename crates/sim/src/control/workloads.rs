@@ -248,7 +248,7 @@ pub(super) fn write_status(ctx: &mut Ctx<'_>, rt: &crate::registry::ResourceType
     }
     let mut o = obj.clone();
     o["status"] = status;
-    let t = Target::new(rt, Some(&ns_of(obj)), Some(&name_of(obj))).sub("status");
+    let t = Target::new(rt, Some(&ns_of(obj)), Some(&name_of(obj))).with_subresource("status");
     if let Err(e) = ctx.store.update(&t, o, &WriteOptions::manager("kube-controller-manager"), ctx.now) {
         tracing::debug!(object = %name_of(obj), error = %e, "status update");
     }

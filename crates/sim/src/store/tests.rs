@@ -44,7 +44,7 @@ fn resource_versions_increase_and_stale_updates_conflict() {
     let mut st = updated.clone();
     st["status"] = json!({"replicas": 3});
     st["spec"]["replicas"] = json!(7);
-    let after = s.update(&t.clone().sub("status"), st, &mgr("ctl"), now()).unwrap();
+    let after = s.update(&t.clone().with_subresource("status"), st, &mgr("ctl"), now()).unwrap();
     assert_eq!(after["metadata"]["generation"], 2);
     assert_eq!(after["spec"]["replicas"], 3);
     assert_eq!(after["status"]["replicas"], 3);
@@ -154,7 +154,7 @@ fn scale_subresource_reads_and_writes_replicas() {
     let mut s = store();
     let d = rt(&s, "apps", "v1", "deployments");
     s.create(&Target::new(&d, Some("default"), None), deployment("web", 2), &mgr("t"), now()).unwrap();
-    let t = Target::new(&d, Some("default"), Some("web")).sub("scale");
+    let t = Target::new(&d, Some("default"), Some("web")).with_subresource("scale");
     let scale = s.get(&t).unwrap();
     assert_eq!(scale["kind"], "Scale");
     assert_eq!(scale["spec"]["replicas"], 2);
@@ -225,7 +225,7 @@ fn pods_delete_gracefully_when_bound() {
     assert_eq!(err.code, 422);
     let ok = s
         .patch(
-            &q.clone().sub("resize"),
+            &q.clone().with_subresource("resize"),
             PatchType::Strategic,
             &json!({"spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "2"}}}]}}),
             &mgr("t"),
