@@ -28,17 +28,7 @@ impl Sim {
             .build()
             .unwrap_or_else(|e| panic!("tokio runtime: {e}"));
         let mut world = World::default();
-        world.static_nodes = vec![StaticNodes {
-            name_prefix: "node".into(),
-            count: 3,
-            instance_type: Some("m5.large".into()),
-            cpu: None,
-            memory: None,
-            pods: None,
-            zone: None,
-            labels: Default::default(),
-            taints: vec![],
-        }];
+        world.static_nodes = vec![StaticNodes::of_type("node", 3, "m5.large")];
         let opts = SimOptions { speed, ..SimOptions::default() };
         let running = runtime
             .block_on(runtime::start(opts, world))

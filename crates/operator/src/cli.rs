@@ -105,6 +105,9 @@ pub struct SimArgs {
     /// Static nodes to create with --serve (each 4 cpu / 16Gi, m5.xlarge-like).
     #[arg(long, default_value_t = 3)]
     pub nodes: u32,
+    /// Simulated seconds to run the scenario for (default: the scenario's `duration`).
+    #[arg(long)]
+    pub duration: Option<f64>,
     /// Where the scenario report (timeline.json, chart.svg) is written.
     #[arg(long, default_value = "target/sim-report")]
     pub report_dir: PathBuf,

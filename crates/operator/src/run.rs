@@ -97,6 +97,12 @@ async fn wait_for_crds(
 
 /// Runs the operator until SIGTERM/SIGINT.
 pub async fn run(args: RunArgs) -> Result<()> {
+    run_until(args, CancellationToken::new()).await
+}
+
+/// [`run`], also stopping (gracefully: the lease is released) when `shutdown` is cancelled;
+/// `omniscale sim` uses this to stop the operator before the simulated cluster.
+pub async fn run_until(args: RunArgs, shutdown: CancellationToken) -> Result<()> {
     let timing = LeaseTiming {
         lease_duration: args.lease_duration,
         renew_deadline: args.renew_deadline,
@@ -107,7 +113,6 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let identity = identity(args.pod_name.as_deref());
     info!(%identity, namespace = ?args.namespace, dry_run = args.dry_run, "starting omniscale");
 
-    let shutdown = CancellationToken::new();
     let metrics = Arc::new(Metrics::default());
     let (not_ready_tx, not_ready_rx) = watch::channel(Some("starting".to_string()));
 

@@ -27,17 +27,7 @@ async fn start(max_watch: Duration) -> (Running, kube::Client) {
         ..SimOptions::default()
     };
     let mut world = World::default();
-    world.static_nodes = vec![StaticNodes {
-        name_prefix: "node".into(),
-        count: 2,
-        instance_type: Some("m5.large".into()),
-        cpu: None,
-        memory: None,
-        pods: None,
-        zone: None,
-        labels: Default::default(),
-        taints: vec![],
-    }];
+    world.static_nodes = vec![StaticNodes::of_type("node", 2, "m5.large")];
     let running = runtime::start(opts, world).await.unwrap();
     let mut config = kube::Config::new(running.url.parse().unwrap());
     // kube's default layer retries 429s with backoff; these tests want to see them.

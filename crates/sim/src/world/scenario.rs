@@ -213,6 +213,21 @@ fn round_u64(x: f64) -> u64 {
 }
 
 impl StaticNodes {
+    /// `count` identical nodes of an instance type, named `<prefix>-<i>`.
+    pub fn of_type(prefix: &str, count: u32, instance_type: &str) -> Self {
+        Self {
+            name_prefix: prefix.to_owned(),
+            count,
+            instance_type: Some(instance_type.to_owned()),
+            cpu: None,
+            memory: None,
+            pods: None,
+            zone: None,
+            labels: BTreeMap::new(),
+            taints: vec![],
+        }
+    }
+
     /// The name of the `index`-th node of this group.
     pub fn node_name(&self, index: u32) -> String {
         format!("{}-{index}", self.name_prefix)
