@@ -147,7 +147,15 @@ async fn handle(State(cluster): State<Cluster>, method: Method, uri: Uri, header
     let q = Query::parse(&uri);
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     tracing::debug!(%method, %uri, "request");
-    let result = route(&cluster, &method, &segs, &q, &headers, &body).await;
+    // A bug must not cost the client its connection: a panic becomes a 500 Status.
+    let routed = std::panic::AssertUnwindSafe(route(&cluster, &method, &segs, &q, &headers, &body));
+    let result = match futures::FutureExt::catch_unwind(routed).await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::error!(%method, %uri, "request handler panicked");
+            Err(ApiError::internal("the simulated API server failed to handle this request"))
+        }
+    };
     match result {
         Ok(r) => r,
         Err(e) => {

@@ -349,9 +349,7 @@ impl Store {
     }
 
     fn check_kind(rt: &ResourceType, body: &Value) -> Result<(), ApiError> {
-        if !body.is_object() {
-            return Err(ApiError::bad_request("the object provided is not a JSON object"));
-        }
+        check_shape(body)?;
         if let Some(av) = body["apiVersion"].as_str() {
             if av != rt.api_version() {
                 return Err(ApiError::bad_request(format!(
@@ -826,6 +824,7 @@ impl Store {
         let name = t.name.clone().unwrap_or_default();
         let ns = t.ns();
         let sub = t.subresource.as_deref();
+        check_shape(&candidate)?;
         let mut new = match sub {
             Some("status") => {
                 let mut n = old.clone();
@@ -1211,6 +1210,35 @@ fn check_enum_types(schema: &Value, path: &str, errs: &mut Vec<(String, String)>
         if schema[key].is_object() {
             check_enum_types(&schema[key], &format!("{path}.{key}"), errs);
         }
+    }
+}
+
+/// The shape every stored object has; checked before any field is touched, so malformed input
+/// is a 400 rather than a failed request.
+fn check_shape(body: &Value) -> Result<(), ApiError> {
+    if !body.is_object() {
+        return Err(ApiError::bad_request("the object provided is not a JSON object"));
+    }
+    match body.get("metadata") {
+        None | Some(Value::Object(_)) => {}
+        Some(_) => return Err(ApiError::bad_request("metadata must be a JSON object")),
+    }
+    for k in ["labels", "annotations"] {
+        match body["metadata"].get(k) {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(m)) if m.values().all(Value::is_string) => {}
+            Some(_) => return Err(ApiError::bad_request(format!("metadata.{k} must be a map of strings"))),
+        }
+    }
+    for k in ["finalizers", "ownerReferences", "managedFields"] {
+        match body["metadata"].get(k) {
+            None | Some(Value::Null) | Some(Value::Array(_)) => {}
+            Some(_) => return Err(ApiError::bad_request(format!("metadata.{k} must be a list"))),
+        }
+    }
+    match body.get("status") {
+        None | Some(Value::Null) | Some(Value::Object(_)) => Ok(()),
+        Some(_) => Err(ApiError::bad_request("status must be a JSON object")),
     }
 }
 

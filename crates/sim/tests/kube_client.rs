@@ -205,3 +205,79 @@ async fn eviction_respects_disruption_budgets() {
     .await;
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn malformed_requests_get_status_errors_not_dropped_connections() {
+    let (sim, client) = start(Duration::from_secs(5)).await;
+    let bodies = [
+        "",
+        "null",
+        "[]",
+        "\"x\"",
+        "{",
+        "{\"metadata\": 5}",
+        "{\"metadata\": {\"labels\": [1]}}",
+        "{\"metadata\": {\"name\": \"x\", \"finalizers\": \"f\"}}",
+        "{\"metadata\": {\"name\": \"x\"}, \"status\": 3}",
+        "{\"apiVersion\": \"apps/v1\", \"kind\": \"Deployment\", \"metadata\": {\"name\": \"d\"}, \"spec\": {\"template\": 7}}",
+        "{\"metadata\": {\"name\": \"p\"}, \"spec\": {\"containers\": [{\"name\": 1}]}}",
+    ];
+    let paths = [
+        "/api/v1/namespaces/default/configmaps",
+        "/api/v1/namespaces/default/pods",
+        "/apis/apps/v1/namespaces/default/deployments",
+        "/api/v1/namespaces/default/pods/p/eviction",
+        "/api/v1/nodes",
+    ];
+    api_cm(&client).await;
+    for path in paths {
+        for body in bodies {
+            for (method, ct) in [
+                ("POST", "application/json"),
+                ("PUT", "application/json"),
+                ("PATCH", "application/merge-patch+json"),
+                ("PATCH", "application/json-patch+json"),
+                ("PATCH", "application/strategic-merge-patch+json"),
+                ("PATCH", "application/apply-patch+yaml"),
+                ("PATCH", "text/plain"),
+            ] {
+                let uri = if method == "POST" {
+                    path.to_owned()
+                } else {
+                    format!("{}/c?fieldManager=t", path.trim_end_matches("/eviction"))
+                };
+                let req = http::Request::builder()
+                    .method(method)
+                    .uri(&uri)
+                    .header("Content-Type", ct)
+                    .body(body.as_bytes().to_vec())
+                    .unwrap();
+                match client.request_text(req).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) => assert!((400..500).contains(&e.code), "{method} {uri} {body}: {e:?}"),
+                    Err(e) => panic!("{method} {uri} {body}: connection-level failure {e:?}"),
+                }
+            }
+        }
+    }
+    for bad in [
+        "/api/v1/namespaces/default/configmaps?labelSelector=a%20b%20c",
+        "/api/v1/pods?fieldSelector=spec.bogus%3D1",
+        "/api/v1/configmaps?limit=x",
+        "/api/v1/configmaps?continue=zz",
+        "/apis/nope/v1/things",
+        "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=abc",
+    ] {
+        let req = http::Request::get(bad).body(Vec::new()).unwrap();
+        match client.request_text(req).await {
+            Err(kube::Error::Api(e)) => assert!((400..500).contains(&e.code), "{bad}: {e:?}"),
+            other => panic!("{bad}: expected a 4xx Status, got {other:?}"),
+        }
+    }
+    sim.shutdown().await;
+}
+
+async fn api_cm(client: &kube::Client) {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    api.create(&PostParams::default(), &cm("c")).await.unwrap();
+}
