@@ -165,14 +165,14 @@ async fn eviction_respects_disruption_budgets() {
         "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}}}))
     .unwrap();
     pdbs.create(&PostParams::default(), &pdb).await.unwrap();
-    eventually("budget allows one disruption", || async {
+    let budget_allows_one = || async {
         pdbs.get("web")
             .await
             .ok()
             .and_then(|p| p.status)
             .is_some_and(|s| s.disruptions_allowed == 1 && s.current_healthy == 2)
-    })
-    .await;
+    };
+    eventually("budget allows one disruption", budget_allows_one).await;
     let names: Vec<String> = pods
         .list(&ListParams::default().labels("app=web"))
         .await
@@ -195,14 +195,7 @@ async fn eviction_respects_disruption_budgets() {
     let _ = Eviction::default();
     // Once the replacement is ready the budget allows a disruption again.
     sim.world.lock().unwrap().timings.pod_start = 1.0;
-    eventually("replacement ready and budget replenished", || async {
-        pdbs.get("web")
-            .await
-            .ok()
-            .and_then(|p| p.status)
-            .is_some_and(|s| s.disruptions_allowed == 1 && s.current_healthy == 2)
-    })
-    .await;
+    eventually("replacement ready and budget replenished", budget_allows_one).await;
     sim.shutdown().await;
 }
 

@@ -216,14 +216,19 @@ pub fn deployments(ctx: &mut Ctx<'_>) {
              "lastUpdateTime": cond_time, "lastTransitionTime": cond_time}
         ]});
         keep_transition_times(&d["status"]["conditions"], &mut status["conditions"]);
-        for f in ["readyReplicas", "availableReplicas", "unavailableReplicas", "updatedReplicas", "replicas"] {
-            if status[f] == 0 {
-                if let Some(m) = status.as_object_mut() {
-                    m.remove(f);
-                }
-            }
-        }
+        omit_zero(
+            &mut status,
+            &["readyReplicas", "availableReplicas", "unavailableReplicas", "updatedReplicas", "replicas"],
+        );
         write_status(ctx, &dep_rt, &d, status);
+    }
+}
+
+/// Upstream's status counters are `omitempty`: zero means absent, and a zero written explicitly
+/// would make every status write look like a change.
+fn omit_zero(status: &mut Value, fields: &[&str]) {
+    if let Some(m) = status.as_object_mut() {
+        m.retain(|k, v| !(fields.contains(&k.as_str()) && *v == 0));
     }
 }
 
@@ -319,13 +324,7 @@ pub fn replicasets(ctx: &mut Ctx<'_>) {
         let ready = mine_now.iter().filter(|p| is_ready(p)).count();
         let mut status = json!({"replicas": mine_now.len(), "fullyLabeledReplicas": mine_now.len(), "readyReplicas": ready,
                                 "availableReplicas": ready, "observedGeneration": rs["metadata"]["generation"]});
-        for f in ["readyReplicas", "availableReplicas", "fullyLabeledReplicas"] {
-            if status[f] == 0 {
-                if let Some(m) = status.as_object_mut() {
-                    m.remove(f);
-                }
-            }
-        }
+        omit_zero(&mut status, &["readyReplicas", "availableReplicas", "fullyLabeledReplicas"]);
         write_status(ctx, &rs_rt, &rs, status);
     }
 }
