@@ -218,7 +218,7 @@ fn sample(running: &Running, t: f64) -> Sample {
     let cluster = &running.cluster;
     let store = cluster.store();
     let metrics = cluster.shared.metrics.read().map(|m| m.pods.clone()).unwrap_or_default();
-    let key = |g: &str, p: &str| omniscale_sim::registry::ResourceKey { group: g.into(), plural: p.into() };
+    let key = omniscale_sim::registry::ResourceKey::new;
     let pods = store.all(&key("", "pods"), None);
     let autoscalers = store.all(&key("omniscale.dev", "autoscalers"), None);
     let mut workloads = Vec::new();
@@ -275,16 +275,7 @@ fn sample(running: &Running, t: f64) -> Sample {
         })
         .count() as u32;
     let nodes = store.all(&key("", "nodes"), None);
-    let ready_nodes = nodes
-        .iter()
-        .filter(|n| {
-            n["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        })
-        .count() as u32;
+    let ready_nodes = nodes.iter().filter(|n| omniscale_sim::control::is_ready(n)).count() as u32;
     drop(store);
     let world = running.world.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let static_cost: f64 = world

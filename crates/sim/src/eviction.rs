@@ -6,13 +6,13 @@
 use crate::error::ApiError;
 use crate::registry::ResourceKey;
 use crate::selector::LabelSelector;
-use crate::store::{DeleteOptions, EventType, Store, Target, ts};
+use crate::store::{DeleteOptions, Store, Target, ts};
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
 impl Store {
     pub fn evict(&mut self, ns: &str, name: &str, body: &Value, now: Timestamp) -> Result<Value, ApiError> {
-        let pods = ResourceKey { group: String::new(), plural: "pods".into() };
+        let pods = ResourceKey::new("", "pods");
         let pod = self.get_raw(&pods, ns, name).ok_or_else(|| ApiError::not_found("pods", name))?;
         if body["metadata"]["name"].as_str().is_some_and(|n| n != name) {
             return Err(ApiError::bad_request(format!("name in URL does not match name in Eviction object: {name}")));
@@ -29,7 +29,7 @@ impl Store {
             self.delete(&target, &delete, now)?;
             return Ok(success);
         }
-        let pdb_key = ResourceKey { group: "policy".into(), plural: "poddisruptionbudgets".into() };
+        let pdb_key = ResourceKey::new("policy", "poddisruptionbudgets");
         let matching: Vec<_> = self
             .all(&pdb_key, Some(ns))
             .into_iter()
@@ -56,11 +56,7 @@ impl Store {
                 ));
             }
             let allowed = pdb["status"]["disruptionsAllowed"].as_i64().unwrap_or(0);
-            let ready = pod["status"]["conditions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            let ready = crate::store::condition_true(&pod, "Ready");
             let healthy = pdb["status"]["currentHealthy"].as_i64().unwrap_or(0);
             let desired = pdb["status"]["desiredHealthy"].as_i64().unwrap_or(0);
             // An unready pod may go if the budget is otherwise healthy (IfHealthyBudget, default).
@@ -86,7 +82,7 @@ impl Store {
 
     /// `pods/binding`: what a scheduler posts to assign a node.
     pub fn bind(&mut self, ns: &str, name: &str, body: &Value) -> Result<Value, ApiError> {
-        let pods = ResourceKey { group: String::new(), plural: "pods".into() };
+        let pods = ResourceKey::new("", "pods");
         let pod = self.get_raw(&pods, ns, name).ok_or_else(|| ApiError::not_found("pods", name))?;
         let node = body["target"]["name"]
             .as_str()
@@ -105,7 +101,6 @@ impl Store {
         }
         let mut p = (*pod).clone();
         p["spec"]["nodeName"] = Value::String(node.to_owned());
-        let _ = EventType::Modified;
         self.system_write(&pods, p);
         Ok(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}))
     }

@@ -89,6 +89,12 @@ pub struct ResourceKey {
     pub plural: String,
 }
 
+impl ResourceKey {
+    pub fn new(group: &str, plural: &str) -> Self {
+        Self { group: group.to_owned(), plural: plural.to_owned() }
+    }
+}
+
 impl std::fmt::Display for ResourceKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.group.is_empty() { write!(f, "{}", self.plural) } else { write!(f, "{}.{}", self.plural, self.group) }

@@ -613,13 +613,11 @@ fn watch(
         let mut expired = None;
         let rv_param = q.get("resourceVersion").unwrap_or("");
         if rv_param.is_empty() || rv_param == "0" || send_initial {
-            let t = Target::new(rt, ns, None);
             for o in store.all(&rt.key(), filter.ns.as_deref()) {
                 if filter.matches(&o) {
                     initial.push(render_frame(&filter, "ADDED", filter.render(&o), now));
                 }
             }
-            let _ = t;
             if send_initial {
                 initial.push(frame("BOOKMARK", json!({"kind": rt.kind, "apiVersion": rt.api_version(), "metadata": {"resourceVersion": current.to_string(), "annotations": {"k8s.io/initial-events-end": "true"}}})));
             }

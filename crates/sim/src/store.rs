@@ -266,7 +266,7 @@ impl Store {
     }
 
     pub fn namespace_exists(&self, ns: &str) -> bool {
-        self.get_raw(&ResourceKey { group: String::new(), plural: "namespaces".into() }, "", ns).is_some()
+        self.get_raw(&ResourceKey::new("", "namespaces"), "", ns).is_some()
     }
 
     fn present(rt: &ResourceType, obj: &Value) -> Value {
@@ -435,7 +435,7 @@ impl Store {
                 }
                 _ => obj["metadata"]["namespace"] = Value::String(ns.clone()),
             }
-            match self.get_raw(&ResourceKey { group: String::new(), plural: "namespaces".into() }, "", &ns) {
+            match self.get_raw(&ResourceKey::new("", "namespaces"), "", &ns) {
                 None => return Err(ApiError::not_found("namespaces", &ns)),
                 Some(n) if !n["metadata"]["deletionTimestamp"].is_null() => {
                     return Err(ApiError::forbidden(format!(
@@ -968,7 +968,7 @@ impl Store {
         let uid = obj["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
         let policy = opts.propagation.clone().unwrap_or_else(|| "Background".into());
         if policy == "Orphan" {
-            self.orphan_dependents(&uid, now);
+            self.orphan_dependents(&uid);
         }
         let mut finalizers: Vec<Value> = obj["metadata"]["finalizers"].as_array().cloned().unwrap_or_default();
         if policy == "Foreground" && self.has_dependents(&uid) && !finalizers.contains(&json!("foregroundDeletion")) {
@@ -1067,7 +1067,7 @@ impl Store {
         self.objects.values().flat_map(BTreeMap::values).any(|o| owner_uids(o).any(|u| u == uid))
     }
 
-    fn orphan_dependents(&mut self, uid: &str, now: Timestamp) {
+    fn orphan_dependents(&mut self, uid: &str) {
         let dependents: Vec<(ResourceKey, Arc<Value>)> = self
             .objects
             .iter()
@@ -1081,7 +1081,6 @@ impl Store {
             }
             let ns = n["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
             let name = n["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-            let _ = now;
             self.commit(&key, &ns, &name, n, EventType::Modified);
         }
     }
@@ -1122,7 +1121,7 @@ impl Store {
             }
         }
         let terminating: Vec<String> = self
-            .all(&ResourceKey { group: String::new(), plural: "namespaces".into() }, None)
+            .all(&ResourceKey::new("", "namespaces"), None)
             .iter()
             .filter(|n| !n["metadata"]["deletionTimestamp"].is_null())
             .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_owned))
@@ -1164,7 +1163,7 @@ impl Store {
                 .objects
                 .iter()
                 .all(|(k, c)| (k.plural == "namespaces" && k.group.is_empty()) || c.keys().all(|(n, _)| n != &ns));
-            let key = ResourceKey { group: String::new(), plural: "namespaces".into() };
+            let key = ResourceKey::new("", "namespaces");
             if empty {
                 if let Some(o) = self.get_raw(&key, "", &ns) {
                     self.commit(&key, "", &ns, (*o).clone(), EventType::Deleted);
@@ -1251,6 +1250,11 @@ impl WithCode for ApiError {
         self.code = code;
         self
     }
+}
+
+/// Whether `obj` has condition `type_` with status `True`.
+pub fn condition_true(obj: &Value, type_: &str) -> bool {
+    obj["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == type_ && c["status"] == "True")
 }
 
 fn owner_uids(o: &Value) -> impl Iterator<Item = &str> {
@@ -1604,9 +1608,8 @@ pub fn scale_view(rt: &ResourceType, obj: &Value) -> Result<Value, ApiError> {
         return Err(ApiError::not_found(&format!("{}/scale", rt.key()), name));
     };
     let selector = match &paths.label_selector {
-        Some(p) if rt.is_builtin() => {
-            // Built-in workloads publish the selector from spec.selector.
-            let _ = p;
+        // Built-in workloads publish the selector from spec.selector.
+        Some(_) if rt.is_builtin() => {
             LabelSelector::from_json(&obj["spec"]["selector"]).map(|s| s.to_query()).unwrap_or_default()
         }
         Some(p) => get_path(obj, p).as_str().unwrap_or_default().to_owned(),

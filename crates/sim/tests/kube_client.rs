@@ -5,7 +5,7 @@
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use k8s_openapi::api::policy::v1::{Eviction, PodDisruptionBudget};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, EvictParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use omniscale_sim::control::World;
@@ -192,7 +192,6 @@ async fn eviction_respects_disruption_budgets() {
         }
         other => panic!("second eviction must be refused, got {other:?}"),
     }
-    let _ = Eviction::default();
     // Once the replacement is ready the budget allows a disruption again.
     sim.world.lock().unwrap().timings.pod_start = 1.0;
     eventually("replacement ready and budget replenished", budget_allows_one).await;

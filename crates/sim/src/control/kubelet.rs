@@ -2,7 +2,7 @@
 //! apply in-place resizes when the node has room, finish graceful deletions, and publish
 //! `metrics.k8s.io` usage from the scenario's load models.
 
-use super::scheduler::{allocatable, pod_requests, quantity_milli, set_condition};
+use super::scheduler::{allocatable, pod_requests, quantity_milli};
 use super::{Ctx, event, is_ready, key, name_of, ns_of, uid_of};
 use crate::store::{DeleteOptions, Target, WriteOptions};
 use serde_json::{Value, json};
@@ -97,7 +97,6 @@ pub fn run(ctx: &mut Ctx<'_>) {
                 event(ctx, p, "Normal", "Started", "Started container");
             }
         }
-        let _ = set_condition;
     }
     ctx.world.bound_at.retain(|u, _| seen.contains(u));
     ctx.world.stopping_at.retain(|u, _| seen.contains(u));

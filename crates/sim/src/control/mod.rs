@@ -81,7 +81,7 @@ pub fn step(ctx: &mut Ctx<'_>) {
 }
 
 pub(crate) fn key(group: &str, plural: &str) -> ResourceKey {
-    ResourceKey { group: group.into(), plural: plural.into() }
+    ResourceKey::new(group, plural)
 }
 
 pub(crate) fn name_of(o: &Value) -> String {
@@ -96,12 +96,9 @@ pub(crate) fn uid_of(o: &Value) -> String {
     o["metadata"]["uid"].as_str().unwrap_or_default().to_owned()
 }
 
-pub(crate) fn is_ready(p: &Value) -> bool {
-    p["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True")
-}
-
-pub(crate) fn is_node_ready(n: &Value) -> bool {
-    is_ready(n)
+/// A pod's or node's `Ready` condition is `True`.
+pub fn is_ready(o: &Value) -> bool {
+    crate::store::condition_true(o, "Ready")
 }
 
 /// Records a core/v1 Event about `obj`, aggregating repeats into `count` as the event

@@ -4,7 +4,7 @@
 //! with upstream's "0/N nodes are available" message, which node autoscalers react to.
 //! Not modelled: inter-pod affinity, topology spread and preemption.
 
-use super::{Ctx, event, is_node_ready, key, name_of, ns_of};
+use super::{Ctx, event, is_ready, key, name_of, ns_of};
 use crate::store::{Target, WriteOptions};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
@@ -123,7 +123,7 @@ pub fn schedule(ctx: &mut Ctx<'_>) {
         if matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")) {
             continue;
         }
-        let (c, m) = effective_requests(p);
+        let (c, m) = pod_requests(&p["spec"]);
         let e = used.entry(n.to_owned()).or_default();
         e.0 += c;
         e.1 += m;
@@ -144,13 +144,13 @@ pub fn schedule(ctx: &mut Ctx<'_>) {
         )
     });
     for p in pending {
-        let (cpu, mem) = effective_requests(p);
+        let (cpu, mem) = pod_requests(&p["spec"]);
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
         let mut best: Option<(f64, String)> = None;
         for n in &nodes {
             let name = name_of(n);
             let mut fail = |r: String| *reasons.entry(r).or_default() += 1;
-            if !n["metadata"]["deletionTimestamp"].is_null() || !is_node_ready(n) {
+            if !n["metadata"]["deletionTimestamp"].is_null() || !is_ready(n) {
                 fail("node(s) were not ready".into());
                 continue;
             }
@@ -234,12 +234,6 @@ pub fn schedule(ctx: &mut Ctx<'_>) {
             }
         }
     }
-}
-
-/// Requests as allocated on the node: once the kubelet has applied a resize, the status's
-/// allocated resources count; before that, the spec's.
-pub fn effective_requests(p: &Value) -> (i128, i128) {
-    pod_requests(&p["spec"])
 }
 
 pub(super) fn set_condition(ctx: &mut Ctx<'_>, t: &Target, cond: Value) {

@@ -77,67 +77,27 @@ impl SplitMix64 {
 #[error("invalid quantity {input:?}: {reason}")]
 pub struct QuantityError {
     pub input: String,
-    pub reason: &'static str,
+    pub reason: String,
 }
 
-fn split_quantity(input: &str) -> Result<(f64, &str), QuantityError> {
-    let s = input.trim();
-    let err = |reason| QuantityError { input: input.to_string(), reason };
-    if s.is_empty() {
-        return Err(err("empty"));
+/// A non-negative quantity in milli-units, parsed by the project's exact quantity parser.
+fn parse_milli(input: &str) -> Result<f64, QuantityError> {
+    let err = |reason: String| QuantityError { input: input.to_string(), reason };
+    let q = omniscale_api::quantity::Quantity::parse(input.trim()).map_err(|e| err(e.to_string()))?;
+    if q.is_negative() {
+        return Err(err("must be non-negative".into()));
     }
-    let end = s.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(s.len());
-    let (num, suffix) = s.split_at(end);
-    // A decimal exponent ("1e3") is a suffix in Kubernetes' grammar.
-    let (num, suffix) = match suffix.strip_prefix(['e', 'E']) {
-        Some(exp) if !exp.is_empty() && exp.trim_start_matches(['+', '-']).chars().all(|c| c.is_ascii_digit()) => {
-            let e: i32 = exp.parse().map_err(|_| err("bad exponent"))?;
-            let n: f64 = num.parse().map_err(|_| err("not a number"))?;
-            return Ok((n * 10f64.powi(e), ""));
-        }
-        _ => (num, suffix),
-    };
-    let n: f64 = num.parse().map_err(|_| err("not a number"))?;
-    if !n.is_finite() || n < 0.0 {
-        return Err(err("must be a finite non-negative number"));
-    }
-    Ok((n, suffix))
-}
-
-fn suffix_multiplier(suffix: &str) -> Option<f64> {
-    Some(match suffix {
-        "" => 1.0,
-        "n" => 1e-9,
-        "u" => 1e-6,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        _ => return None,
-    })
+    Ok(q.milli() as f64)
 }
 
 /// Parses a Kubernetes quantity ("2", "500m", "1.5") as CPU millicores.
 pub fn parse_cpu_millis(input: &str) -> Result<f64, QuantityError> {
-    let (n, suffix) = split_quantity(input)?;
-    let mult = suffix_multiplier(suffix).ok_or(QuantityError { input: input.to_string(), reason: "unknown suffix" })?;
-    Ok(n * mult * 1000.0)
+    parse_milli(input)
 }
 
 /// Parses a Kubernetes quantity ("8Gi", "512Mi", "1G", "100") as bytes.
 pub fn parse_bytes(input: &str) -> Result<f64, QuantityError> {
-    let (n, suffix) = split_quantity(input)?;
-    let mult = suffix_multiplier(suffix).ok_or(QuantityError { input: input.to_string(), reason: "unknown suffix" })?;
-    Ok(n * mult)
+    Ok(parse_milli(input)? / 1000.0)
 }
 
 /// Renders millicores the way `kubectl` would ("250m", "2").
