@@ -4,6 +4,7 @@
 //! This crate knows nothing of clients, reconcilers or clouds; everything else depends on it.
 
 pub mod autoscaler;
+pub mod clock;
 pub mod condition;
 pub mod duration;
 pub mod nodepool;

@@ -27,6 +27,7 @@ use kube::{
 };
 use omniscale_api::{
     Autoscaler, NodePool,
+    clock::Clock,
     condition::{ConditionStatus, ConditionUpdate, READY, find_condition, set_condition},
 };
 use serde_json::json;
@@ -53,6 +54,9 @@ pub struct Context {
     pub targets: TargetDiscovery,
     /// Namespace scope for Autoscalers (`None`: all namespaces).
     pub namespace: Option<String>,
+    /// The time decisions and condition timestamps are taken at (the simulated cluster's under
+    /// `omniscale sim`, so periods and windows shrink with its speed).
+    pub clock: Clock,
     /// Consecutive failures per object, for exponential retry.
     failures: Mutex<HashMap<String, u32>>,
     /// Last condition written for objects whose status cannot be read (malformed ones).
@@ -76,6 +80,7 @@ impl Context {
         metrics: Arc<Metrics>,
         leader: watch::Receiver<bool>,
         namespace: Option<String>,
+        clock: Clock,
     ) -> Self {
         Context {
             targets: TargetDiscovery::new(client.clone()),
@@ -84,6 +89,7 @@ impl Context {
             metrics,
             leader,
             namespace,
+            clock,
             failures: Mutex::default(),
             written: Mutex::default(),
         }
@@ -100,7 +106,7 @@ impl Context {
         if let Ok(mut f) = self.failures.lock() {
             f.remove(&object_key(kind, meta));
         }
-        Action::requeue(Duration::from_secs(300))
+        Action::requeue(self.clock.wall_duration(Duration::from_secs(300)))
     }
 }
 
@@ -127,7 +133,7 @@ where
 {
     let key = object_key(&K::kind(&()), meta);
     let generation = meta.generation;
-    let now = jiff::Timestamp::now();
+    let now = ctx.clock.now();
     let mut conditions: Vec<Condition> = existing.map(<[Condition]>::to_vec).unwrap_or_default();
     let changed = match existing {
         Some(_) => set_condition(&mut conditions, update.clone(), generation, now),

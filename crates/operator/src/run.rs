@@ -17,7 +17,7 @@ use kube::{
         reflector, watcher,
     },
 };
-use omniscale_api::{Autoscaler, NodePool};
+use omniscale_api::{Autoscaler, NodePool, clock::Clock};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -100,9 +100,15 @@ pub async fn run(args: RunArgs) -> Result<()> {
     run_until(args, CancellationToken::new()).await
 }
 
-/// [`run`], also stopping (gracefully: the lease is released) when `shutdown` is cancelled;
-/// `omniscale sim` uses this to stop the operator before the simulated cluster.
+/// [`run`], also stopping (gracefully: the lease is released) when `shutdown` is cancelled.
 pub async fn run_until(args: RunArgs, shutdown: CancellationToken) -> Result<()> {
+    run_with(args, shutdown, Clock::real()).await
+}
+
+/// [`run_until`] on a given clock: `omniscale sim` passes the simulated cluster's, so the
+/// operator's decisions, periods and windows run at the simulation's speed. Leader election stays
+/// on the wall clock: it is about real processes being alive.
+pub async fn run_with(args: RunArgs, shutdown: CancellationToken, clock: Clock) -> Result<()> {
     let timing = LeaseTiming {
         lease_duration: args.lease_duration,
         renew_deadline: args.renew_deadline,
@@ -125,7 +131,8 @@ pub async fn run_until(args: RunArgs, shutdown: CancellationToken) -> Result<()>
     let signal_task = tokio::spawn(wait_for_signal(shutdown.clone()));
 
     if wait_for_crds(&client, &not_ready_tx, &shutdown).await {
-        operate(client, args, identity, timing, metrics, not_ready_tx, shutdown.clone()).await;
+        let process = Process { identity, timing, metrics, clock };
+        operate(client, args, process, not_ready_tx, shutdown.clone()).await;
     }
     shutdown.cancel();
     signal_task.abort();
@@ -135,15 +142,23 @@ pub async fn run_until(args: RunArgs, shutdown: CancellationToken) -> Result<()>
     }
 }
 
-async fn operate(
-    client: Client,
-    args: RunArgs,
+/// What this operator process is: who it is, how it holds the lease, what it reports, what time
+/// it is.
+struct Process {
     identity: String,
     timing: LeaseTiming,
     metrics: Arc<Metrics>,
+    clock: Clock,
+}
+
+async fn operate(
+    client: Client,
+    args: RunArgs,
+    process: Process,
     not_ready: watch::Sender<Option<String>>,
     shutdown: CancellationToken,
 ) {
+    let Process { identity, timing, metrics, clock } = process;
     // Every replica keeps caches of both resources (the webhook will read them); readiness
     // follows their first full list.
     let autoscaler_api: Api<DeserializeGuard<Autoscaler>> = match &args.namespace {
@@ -179,7 +194,8 @@ async fn operate(
 
     let recorder =
         Recorder::new(client.clone(), Reporter { controller: "omniscale".into(), instance: Some(identity.clone()) });
-    let ctx = Arc::new(Context::new(client, recorder, metrics.clone(), leader_rx.clone(), args.namespace.clone()));
+    let ctx =
+        Arc::new(Context::new(client, recorder, metrics.clone(), leader_rx.clone(), args.namespace.clone(), clock));
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,

@@ -137,7 +137,7 @@ async fn scenario(args: &SimArgs, dir: &Path) -> Result<()> {
         return Err(sim_error("internal: expected run arguments"));
     };
     let stop_operator = tokio_util::sync::CancellationToken::new();
-    let operator = tokio::spawn(crate::run::run_until(*run_args, stop_operator.clone()));
+    let operator = tokio::spawn(crate::run::run_with(*run_args, stop_operator.clone(), cluster.shared.clock.clone()));
 
     eprintln!("scenario {} ({}): {} simulated seconds at {speed}x", sc.name, sc.description.trim(), sc.duration);
     println!("{}", report::progress_header());

@@ -6,13 +6,12 @@ use clap::Parser;
 use omniscale_operator::cli::{Cli, Command};
 use omniscale_sim::world::report::Timeline;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn php_apache_scenario_runs_and_reports() {
+/// Runs `examples/<name>` for `duration` simulated seconds at 60x and returns its timeline.
+async fn run_example(name: &str, duration: u32) -> (Timeline, std::path::PathBuf) {
     omniscale_operator::install_crypto_provider();
-    let dir = std::env::temp_dir().join(format!("omniscale-sim-scenario-{}", std::process::id()));
-    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/php-apache");
+    let dir = std::env::temp_dir().join(format!("omniscale-sim-{name}-{}", std::process::id()));
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(name);
     let report = dir.join("report");
-    // Two simulated minutes at 60x: load starts at one minute.
     let cli = Cli::try_parse_from([
         "omniscale",
         "sim",
@@ -21,7 +20,7 @@ async fn php_apache_scenario_runs_and_reports() {
         "--speed",
         "60",
         "--duration",
-        "120",
+        &duration.to_string(),
         "--report-dir",
         report.to_str().unwrap(),
     ])
@@ -29,6 +28,14 @@ async fn php_apache_scenario_runs_and_reports() {
     let Command::Sim(args) = cli.command else { panic!("sim args") };
     omniscale_operator::sim::sim(args).await.unwrap();
     let timeline = Timeline::from_json(&std::fs::read_to_string(report.join("timeline.json")).unwrap()).unwrap();
+    (timeline, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn php_apache_scenario_runs_and_reports() {
+    // Two simulated minutes: load starts at one minute.
+    let (timeline, dir) = run_example("php-apache", 120).await;
+    let report = dir.join("report");
     assert_eq!(timeline.scenario, "php-apache");
     assert!(timeline.samples.len() >= 6, "one sample every 15 s over 2 minutes: {}", timeline.samples.len());
     let last = timeline.samples.last().unwrap();
@@ -43,5 +50,29 @@ async fn php_apache_scenario_runs_and_reports() {
     assert!(before_load.cpu_utilization_percent.unwrap_or(0.0) < 5.0);
     let svg = std::fs::read_to_string(report.join("chart.svg")).unwrap();
     assert!(svg.starts_with("<svg") || svg.starts_with("<?xml"), "{}", &svg[..40]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hamster_scenario_burns_five_times_its_request() {
+    let (timeline, dir) = run_example("hamster", 60).await;
+    assert_eq!(timeline.scenario, "hamster");
+    let last = timeline.samples.last().unwrap();
+    let h = last.workloads.iter().find(|w| w.name == "hamster").expect("hamster sampled");
+    assert_eq!((h.replicas, h.ready), (2, 2));
+    assert_eq!(h.cpu_request_millis, 100.0);
+    // ~500m used against a 100m request (the usage model has ±10% jitter).
+    let util = h.cpu_utilization_percent.expect("utilisation measured");
+    assert!((440.0..=560.0).contains(&util), "{util}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groupless_scenario_leaves_pods_pending_without_a_provisioner() {
+    let (timeline, dir) = run_example("groupless", 60).await;
+    assert_eq!(timeline.scenario, "groupless");
+    let last = timeline.samples.last().unwrap();
+    // The only node is a tainted system node: all ten pods wait for groupless provisioning.
+    assert_eq!((last.nodes, last.pending_pods), (1, 10));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -147,9 +147,72 @@ pub fn validate(group: &str, kind: &str, obj: &Value) -> Vec<(String, String)> {
             }
             pod_spec(&spec["template"]["spec"], "spec.template.spec", &mut errs);
         }
+        ("admissionregistration.k8s.io", "MutatingWebhookConfiguration") => webhooks(obj, &mut errs),
         _ => {}
     }
     errs
+}
+
+/// The checks upstream makes on webhook configurations that decide whether a call is possible.
+fn webhooks(obj: &Value, errs: &mut Vec<(String, String)>) {
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, w) in obj["webhooks"].as_array().into_iter().flatten().enumerate() {
+        let p = format!("webhooks[{i}]");
+        let name = w["name"].as_str().unwrap_or_default();
+        if name.split('.').count() < 3 || !valid_subdomain(name) {
+            errs.push((
+                format!("{p}.name"),
+                format!("Invalid value: \"{name}\": should be a domain with at least three segments separated by dots"),
+            ));
+        } else if !seen.insert(name) {
+            errs.push((format!("{p}.name"), format!("Duplicate value: \"{name}\"")));
+        }
+        let cc = &w["clientConfig"];
+        if cc["url"].is_string() == cc["service"].is_object() {
+            errs.push((
+                format!("{p}.clientConfig"),
+                "Required value: exactly one of url or service is required".into(),
+            ));
+        }
+        if let Some(url) = cc["url"].as_str() {
+            if !url.starts_with("https://") {
+                errs.push((
+                    format!("{p}.clientConfig.url"),
+                    "Unsupported value: \"http\": supported values: \"https\"".into(),
+                ));
+            }
+        }
+        if !matches!(w["sideEffects"].as_str(), Some("None" | "NoneOnDryRun")) {
+            errs.push((
+                format!("{p}.sideEffects"),
+                "Unsupported value: must specify one of \"None\", \"NoneOnDryRun\"".into(),
+            ));
+        }
+        let versions = w["admissionReviewVersions"].as_array().map(Vec::as_slice).unwrap_or_default();
+        if !versions.iter().any(|v| v == "v1" || v == "v1beta1") {
+            errs.push((
+                format!("{p}.admissionReviewVersions"),
+                "Required value: must specify one of v1, v1beta1".into(),
+            ));
+        }
+        if !matches!(w["failurePolicy"].as_str(), Some("Fail" | "Ignore")) {
+            errs.push((
+                format!("{p}.failurePolicy"),
+                format!("Unsupported value: {}: supported values: \"Fail\", \"Ignore\"", w["failurePolicy"]),
+            ));
+        }
+        if w["timeoutSeconds"].as_i64().is_some_and(|t| !(1..=30).contains(&t)) {
+            errs.push((
+                format!("{p}.timeoutSeconds"),
+                format!("Invalid value: {}: the timeout value must be between 1 and 30 seconds", w["timeoutSeconds"]),
+            ));
+        }
+        for (sel, field) in [(&w["namespaceSelector"], "namespaceSelector"), (&w["objectSelector"], "objectSelector")] {
+            if let Err(e) = LabelSelector::from_json(sel) {
+                errs.push((format!("{p}.{field}"), format!("Invalid value: {e}")));
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -77,7 +77,29 @@ pub fn apply(group: &str, kind: &str, obj: &mut Value) {
                 }
             }
         }
-        ("policy", "PodDisruptionBudget") => {}
+        ("", "Namespace") => {
+            // The NamespaceDefaultLabelName behaviour: webhooks' namespaceSelectors rely on it.
+            if let Some(name) = obj["metadata"]["name"].as_str().filter(|n| !n.is_empty()).map(str::to_owned) {
+                let meta = ensure_object(obj, "metadata");
+                ensure_object(meta, "labels")["kubernetes.io/metadata.name"] = json!(name);
+            }
+        }
+        ("admissionregistration.k8s.io", "MutatingWebhookConfiguration") => {
+            for w in obj.get_mut("webhooks").and_then(Value::as_array_mut).into_iter().flatten() {
+                set_default(w, "failurePolicy", json!("Fail"));
+                set_default(w, "matchPolicy", json!("Equivalent"));
+                set_default(w, "namespaceSelector", json!({}));
+                set_default(w, "objectSelector", json!({}));
+                set_default(w, "timeoutSeconds", json!(10));
+                set_default(w, "reinvocationPolicy", json!("Never"));
+                if let Some(svc) = w.get_mut("clientConfig").and_then(|c| c.get_mut("service")) {
+                    set_default(svc, "port", json!(443));
+                }
+                for r in w.get_mut("rules").and_then(Value::as_array_mut).into_iter().flatten() {
+                    set_default(r, "scope", json!("*"));
+                }
+            }
+        }
         _ => {}
     }
 }

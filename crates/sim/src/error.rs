@@ -11,11 +11,13 @@ pub struct ApiError {
     pub reason: &'static str,
     pub message: String,
     pub details: Option<Value>,
+    /// Set only by [`ApiError::stale_admission`]: the write is redone, never shown to a client.
+    pub(crate) stale: bool,
 }
 
 impl ApiError {
     fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { code, reason, message: message.into(), details: None }
+        Self { code, reason, message: message.into(), details: None, stale: false }
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -63,6 +65,29 @@ impl ApiError {
         Self::new(422, "Invalid", format!("{kind} \"{name}\" is invalid: {msg}")).with_details(json!({
             "name": name, "kind": kind, "causes": causes_json
         }))
+    }
+
+    /// The object changed while admission webhooks were being called.
+    pub(crate) fn stale_admission() -> Self {
+        Self { stale: true, ..Self::new(409, "Conflict", "the object changed during admission; retry") }
+    }
+
+    /// An error whose code came from elsewhere (a webhook's denial), with the reason that goes
+    /// with the code.
+    pub fn from_code(code: u16, message: impl Into<String>) -> Self {
+        let reason = match code {
+            401 => "Unauthorized",
+            403 => "Forbidden",
+            404 => "NotFound",
+            405 => "MethodNotAllowed",
+            409 => "Conflict",
+            410 => "Expired",
+            422 => "Invalid",
+            429 => "TooManyRequests",
+            500.. => "InternalError",
+            _ => "BadRequest",
+        };
+        Self::new(code, reason, message)
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {

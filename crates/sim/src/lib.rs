@@ -4,8 +4,10 @@
 //! `kubectl` can talk to it; the control plane (controllers, scheduler, kubelets, metrics) and the
 //! cloud are simulated in-process. Deviations from kube-apiserver are listed in the README.
 
+pub mod admission;
 pub mod builtin;
-pub mod clock;
+/// The clock the simulated cluster shares with the operator.
+pub use omniscale_api::clock;
 pub mod control;
 pub mod defaults;
 pub mod error;

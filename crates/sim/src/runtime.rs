@@ -1,10 +1,12 @@
 //! Starting and stopping a simulated cluster: the API server on loopback plus the simulated
 //! control plane loop.
 
+use crate::admission::{self, Write};
 use crate::clock::Clock;
-use crate::control::{self, Ctx, World};
+use crate::control::{self, Ctx, PendingPod, World};
 use crate::error::Error;
 use crate::server::{self, Cluster};
+use crate::store::{Target, WriteOptions};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -100,6 +102,64 @@ pub fn step_once(cluster: &Cluster, world: &Mutex<World>) {
     control::step(&mut Ctx { store: &mut store, world: &mut world, metrics: &mut metrics, now, t });
 }
 
+/// One control-plane step, then the pod creates it queued for admission webhooks, awaited (tests
+/// use this; the control loop runs the creates in the background instead).
+pub async fn step_and_admit(cluster: &Cluster, world: &Mutex<World>) {
+    step_once(cluster, world);
+    let batch = take_pending(world);
+    create_pending(cluster, world, batch).await;
+}
+
+fn lock_world(world: &Mutex<World>) -> std::sync::MutexGuard<'_, World> {
+    world.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The queued pod creates not yet handed to a task.
+fn take_pending(world: &Mutex<World>) -> Vec<PendingPod> {
+    let mut w = lock_world(world);
+    let batch: Vec<PendingPod> = w.pending_pods.iter().filter(|p| !p.dispatched).cloned().collect();
+    for p in w.pending_pods.iter_mut() {
+        p.dispatched = true;
+    }
+    batch
+}
+
+/// Creates queued pods through admission, then records the outcome on the owner as the
+/// controller would and forgets them.
+async fn create_pending(cluster: &Cluster, world: &Mutex<World>, batch: Vec<PendingPod>) {
+    let Some(pod_rt) = cluster.store().registry.get("", "v1", "pods").cloned() else { return };
+    for p in batch {
+        let ns = p.pod["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
+        let target = Target::new(&pod_rt, Some(&ns), None);
+        let owner_kind = p.owner["kind"].as_str().unwrap_or_default();
+        let opts = WriteOptions::manager("kube-controller-manager");
+        let user = control::controller_user(owner_kind);
+        let result = admission::write(cluster, &target, &Write::Create((*p.pod).clone()), &opts, user).await;
+        let mut store = cluster.store();
+        let mut w = lock_world(world);
+        let mut metrics = cluster.shared.metrics.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        w.pending_pods.retain(|q| q.id != p.id);
+        let (now, t) = (cluster.now(), cluster.shared.clock.elapsed());
+        let mut ctx = Ctx { store: &mut store, world: &mut w, metrics: &mut metrics, now, t };
+        match result {
+            Ok(created) => {
+                let name = created["metadata"]["name"].as_str().unwrap_or_default();
+                control::event(&mut ctx, &p.owner, "Normal", "SuccessfulCreate", &format!("Created pod: {name}"));
+            }
+            Err(e) => {
+                tracing::debug!(owner = %p.owner["metadata"]["name"], error = %e.message, "pod create failed in admission");
+                control::event(
+                    &mut ctx,
+                    &p.owner,
+                    "Warning",
+                    "FailedCreate",
+                    &format!("Error creating: {}", e.message),
+                );
+            }
+        }
+    }
+}
+
 async fn control_loop(cluster: Cluster, world: Arc<Mutex<World>>, tick: f64, cancel: CancellationToken) {
     let wall =
         cluster.shared.clock.wall_duration(Duration::from_secs_f64(tick.max(0.01))).max(Duration::from_millis(20));
@@ -108,7 +168,14 @@ async fn control_loop(cluster: Cluster, world: Arc<Mutex<World>>, tick: f64, can
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = interval.tick() => step_once(&cluster, &world),
+            _ = interval.tick() => {
+                step_once(&cluster, &world);
+                let batch = take_pending(&world);
+                if !batch.is_empty() {
+                    let (cluster, world) = (cluster.clone(), world.clone());
+                    tokio::spawn(async move { create_pending(&cluster, &world, batch).await });
+                }
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The HTTP face of the simulated API server: kube-apiserver's URL layout, discovery, OpenAPI,
 //! Table printing and streaming watches over the [`Store`].
 
+use crate::admission::{self, Write};
 use crate::clock::Clock;
 use crate::error::ApiError;
 use crate::registry::ResourceType;
@@ -18,6 +19,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
+
+/// Who every HTTP client is: the kubeconfig's user (the simulator does not authenticate).
+const USER: &str = "kubernetes-admin";
 
 /// Virtual `metrics.k8s.io` objects, refreshed by the simulated kubelets.
 #[derive(Debug, Default)]
@@ -38,6 +42,8 @@ pub struct Shared {
     pub bookmark_every: Duration,
     /// Cancelled when the cluster shuts down: open watches end at once.
     pub stopping: tokio_util::sync::CancellationToken,
+    /// Where webhook Services are reached when not at 127.0.0.1:targetPort.
+    pub routes: RwLock<HashMap<(String, String), std::net::SocketAddr>>,
 }
 
 /// A handle to one simulated cluster.
@@ -57,17 +63,28 @@ impl Cluster {
                 max_watch: Duration::from_secs(300),
                 bookmark_every: Duration::from_secs(5),
                 stopping: tokio_util::sync::CancellationToken::new(),
+                routes: RwLock::new(HashMap::new()),
             }),
         }
     }
 
     /// Builder for tests that exercise reconnects and bookmarks.
     pub fn with_watch_timing(self, max_watch: Duration, bookmark_every: Duration) -> Self {
-        let Shared { store, clock, metrics, stopping, .. } = match Arc::try_unwrap(self.shared) {
+        let Shared { store, clock, metrics, stopping, routes, .. } = match Arc::try_unwrap(self.shared) {
             Ok(s) => s,
             Err(shared) => return Self { shared },
         };
-        Self { shared: Arc::new(Shared { store, clock, metrics, max_watch, bookmark_every, stopping }) }
+        Self { shared: Arc::new(Shared { store, clock, metrics, max_watch, bookmark_every, stopping, routes }) }
+    }
+
+    /// Sends admission webhook calls for Service `namespace/name` to `addr` (an in-process
+    /// webhook server on an ephemeral port, say) instead of 127.0.0.1:targetPort.
+    pub fn route_service(&self, namespace: &str, name: &str, addr: std::net::SocketAddr) {
+        self.shared
+            .routes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert((namespace.to_owned(), name.to_owned()), addr);
     }
 
     /// Locks the store. A panic while holding the lock would poison it; the store is still
@@ -306,6 +323,7 @@ fn write_options(q: &Query, headers: &HeaderMap) -> WriteOptions {
         force: q.flag("force"),
         dry_run: q.get("dryRun").is_some(),
         strict: q.get("fieldValidation") == Some("Strict"),
+        admission: Default::default(),
     }
 }
 
@@ -395,7 +413,8 @@ async fn resource(
         }
         (Method::POST, None, None) => {
             let obj = parse_body(headers, body)?;
-            let created = cluster.store().create(&target, obj, &write_options(q, headers), now)?;
+            let created =
+                admission::write(cluster, &target, &Write::Create(obj), &write_options(q, headers), USER).await?;
             Ok(json_response(201, &created))
         }
         (Method::POST, Some(n), Some("eviction")) => {
@@ -410,7 +429,8 @@ async fn resource(
         }
         (Method::PUT, Some(_), _) => {
             let obj = parse_body(headers, body)?;
-            let updated = cluster.store().update(&target, obj, &write_options(q, headers), now)?;
+            let updated =
+                admission::write(cluster, &target, &Write::Update(obj), &write_options(q, headers), USER).await?;
             Ok(json_response(200, &updated))
         }
         (Method::PATCH, Some(_), _) => {
@@ -428,7 +448,8 @@ async fn resource(
             } else {
                 200
             };
-            let r = cluster.store().patch(&target, kind, &patch, &write_options(q, headers), now)?;
+            let r = admission::write(cluster, &target, &Write::Patch(kind, patch), &write_options(q, headers), USER)
+                .await?;
             Ok(json_response(code, &r))
         }
         (Method::DELETE, Some(_), None) => {

@@ -73,6 +73,31 @@ pub struct WriteOptions {
     pub force: bool,
     pub dry_run: bool,
     pub strict: bool,
+    pub admission: Admission,
+}
+
+/// Where a write stands with respect to mutating admission webhooks. The store cannot call them
+/// itself (they are remote and slow while the store is locked), so a write that webhooks may
+/// change runs twice: a dry run that captures what the webhooks must see, then, after the calls,
+/// the real write with their result (see `crate::admission`).
+#[derive(Clone, Debug, Default)]
+pub enum Admission {
+    /// No webhook applies: the write goes straight through.
+    #[default]
+    None,
+    /// Record the object as webhooks see it (decoded and defaulted, not yet validated, before a
+    /// `generateName` is resolved) and the stored object it replaces. Only with `dry_run`.
+    Capture,
+    /// Use the webhooks' result, provided the stored object is still the one captured
+    /// (`old_rv` is `None` for a create); otherwise the write fails as stale and is redone.
+    Replace { object: Arc<Value>, old_rv: Option<String> },
+}
+
+/// What [`Admission::Capture`] recorded.
+#[derive(Clone, Debug)]
+pub struct Captured {
+    pub object: Value,
+    pub old: Option<Value>,
 }
 
 impl WriteOptions {
@@ -145,6 +170,7 @@ pub struct Store {
     compacted: u64,
     uid_counter: u64,
     tx: broadcast::Sender<Arc<WatchEvent>>,
+    captured: Option<Captured>,
 }
 
 pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
@@ -163,6 +189,7 @@ impl Store {
             compacted: 0,
             uid_counter: 0,
             tx,
+            captured: None,
         };
         for ns in SYSTEM_NAMESPACES {
             let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
@@ -369,9 +396,8 @@ impl Store {
         Ok(())
     }
 
-    /// Decode, prune, default and validate a candidate object as the API server would.
-    fn admit(&self, rt: &ResourceType, obj: Value, old: Option<&Value>, strict: bool) -> Result<Value, ApiError> {
-        let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+    /// Decode, prune and default a candidate object as the API server would before admission.
+    fn decode(rt: &ResourceType, obj: Value, strict: bool) -> Result<Value, ApiError> {
         let mut obj = obj;
         obj["apiVersion"] = Value::String(rt.api_version());
         obj["kind"] = Value::String(rt.kind.clone());
@@ -387,10 +413,6 @@ impl Store {
                     }
                 }
                 crate::defaults::apply(&rt.group, &rt.kind, &mut decoded);
-                let errs = builtin::validate(&rt.group, &rt.kind, &decoded);
-                if !errs.is_empty() {
-                    return Err(ApiError::invalid(&rt.kind, &name, errs));
-                }
                 Ok(decoded)
             }
             Some(schema) => {
@@ -404,18 +426,68 @@ impl Store {
                     }
                 }
                 crate::schema::prune(&mut obj, schema);
-                let obj = crate::schema::default(&obj, schema);
-                let mut errs = Vec::new();
-                if !builtin::valid_subdomain(&name) {
-                    errs.push(("metadata.name".to_owned(), format!("Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character")));
-                }
-                errs.extend(crate::schema::validate(&obj, old, schema));
-                if !errs.is_empty() {
-                    return Err(ApiError::invalid(&rt.kind, &name, errs));
-                }
-                Ok(obj)
+                Ok(crate::schema::default(&obj, schema))
             }
         }
+    }
+
+    /// Validation, after mutating admission as upstream orders it.
+    fn validate(rt: &ResourceType, obj: &Value, old: Option<&Value>) -> Result<(), ApiError> {
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+        let errs = match &rt.schema {
+            None => builtin::validate(&rt.group, &rt.kind, obj),
+            Some(schema) => {
+                let mut errs = Vec::new();
+                if !builtin::valid_subdomain(name) {
+                    errs.push(("metadata.name".to_owned(), format!("Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character")));
+                }
+                errs.extend(crate::schema::validate(obj, old, schema));
+                errs
+            }
+        };
+        if errs.is_empty() { Ok(()) } else { Err(ApiError::invalid(&rt.kind, name, errs)) }
+    }
+
+    /// The mutating-admission point of a write (see [`Admission`]).
+    fn mutate(
+        &mut self,
+        rt: &ResourceType,
+        obj: Value,
+        old: Option<&Value>,
+        opts: &WriteOptions,
+    ) -> Result<Value, ApiError> {
+        match &opts.admission {
+            Admission::None => Ok(obj),
+            Admission::Capture => {
+                self.captured = Some(Captured { object: obj.clone(), old: old.cloned() });
+                Ok(obj)
+            }
+            Admission::Replace { object, old_rv } => {
+                if old.and_then(|o| o["metadata"]["resourceVersion"].as_str()) != old_rv.as_deref() {
+                    return Err(ApiError::stale_admission());
+                }
+                let mut mutated = (**object).clone();
+                // Identity and bookkeeping are the server's, whatever a webhook returned.
+                for k in
+                    ["name", "namespace", "uid", "creationTimestamp", "resourceVersion", "generation", "managedFields"]
+                {
+                    match obj["metadata"].get(k) {
+                        Some(v) => mutated["metadata"][k] = v.clone(),
+                        None => {
+                            if let Some(m) = mutated["metadata"].as_object_mut() {
+                                m.remove(k);
+                            }
+                        }
+                    }
+                }
+                Self::decode(rt, mutated, false)
+            }
+        }
+    }
+
+    /// Takes what the last [`Admission::Capture`] write recorded.
+    pub fn take_captured(&mut self) -> Option<Captured> {
+        self.captured.take()
     }
 
     pub fn create(&mut self, t: &Target, body: Value, opts: &WriteOptions, now: Timestamp) -> Result<Value, ApiError> {
@@ -449,31 +521,40 @@ impl Store {
         } else if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
             m.remove("namespace");
         }
-        if obj["metadata"]["name"].as_str().is_none_or(str::is_empty) {
-            match obj["metadata"]["generateName"].as_str().map(str::to_owned) {
-                Some(prefix) if !prefix.is_empty() => {
-                    let suffix = self.random_suffix();
-                    obj["metadata"]["name"] = Value::String(format!("{prefix}{suffix}"));
-                }
-                _ => {
-                    return Err(ApiError::invalid(
-                        &rt.kind,
-                        "",
-                        vec![("metadata.name".into(), "Required value: name or generateName is required".into())],
-                    ));
-                }
-            }
+        let has_name = obj["metadata"]["name"].as_str().is_some_and(|n| !n.is_empty());
+        let prefix = obj["metadata"]["generateName"].as_str().filter(|p| !p.is_empty()).map(str::to_owned);
+        if !has_name && prefix.is_none() {
+            return Err(ApiError::invalid(
+                &rt.kind,
+                "",
+                vec![("metadata.name".into(), "Required value: name or generateName is required".into())],
+            ));
         }
-        let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-        if self.get_raw(&rt.key(), &ns, &name).is_some() {
-            return Err(ApiError::already_exists(&t.qualified(), &name));
+        if has_name {
+            let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+            if self.get_raw(&rt.key(), &ns, name).is_some() {
+                return Err(ApiError::already_exists(&t.qualified(), name));
+            }
         }
         if rt.status && rt.kind != "Node" {
             if let Some(m) = obj.as_object_mut() {
                 m.remove("status");
             }
         }
-        let mut obj = self.admit(rt, obj, None, opts.strict)?;
+        let obj = Self::decode(rt, obj, opts.strict)?;
+        let mut obj = self.mutate(rt, obj, None, opts)?;
+        // As upstream, a generated name is chosen after mutating admission: webhooks see `name: ""`.
+        if let (false, Some(prefix)) = (has_name, prefix) {
+            let suffix = self.random_suffix();
+            obj["metadata"]["name"] = Value::String(format!("{prefix}{suffix}"));
+        }
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        if !has_name && self.get_raw(&rt.key(), &ns, &name).is_some() {
+            return Err(ApiError::already_exists(&t.qualified(), &name));
+        }
+        if !matches!(opts.admission, Admission::Capture) {
+            Self::validate(rt, &obj, None)?;
+        }
         initial_status(rt, &mut obj);
         if rt.kind == "CustomResourceDefinition" {
             self.check_crd(&obj)?;
@@ -899,7 +980,11 @@ impl Store {
             let changed = strip_for_generation(old, rt) != strip_for_generation(&new, rt);
             new["metadata"]["generation"] = json!(if changed { generation + 1 } else { generation });
         }
-        let mut new = self.admit(rt, new, Some(old), opts.strict)?;
+        let new = Self::decode(rt, new, opts.strict)?;
+        let mut new = self.mutate(rt, new, Some(old), opts)?;
+        if !matches!(opts.admission, Admission::Capture) {
+            Self::validate(rt, &new, Some(old))?;
+        }
         if rt.kind == "CustomResourceDefinition" {
             self.check_crd(&new)?;
         }

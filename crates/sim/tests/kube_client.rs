@@ -8,16 +8,13 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, EvictParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
-use omniscale_sim::control::World;
-use omniscale_sim::runtime::{self, Running, SimOptions};
-use omniscale_sim::world::scenario::StaticNodes;
+use omniscale_sim::runtime::{Running, SimOptions};
+mod common;
+use common::eventually;
 use serde_json::json;
 use std::time::Duration;
 
 async fn start(max_watch: Duration) -> (Running, kube::Client) {
-    if std::env::var("SIM_DEBUG").is_ok() {
-        let _ = tracing_subscriber::fmt().with_env_filter("debug,hyper=info").with_test_writer().try_init();
-    }
     let opts = SimOptions {
         speed: 40.0,
         history: 50,
@@ -26,31 +23,7 @@ async fn start(max_watch: Duration) -> (Running, kube::Client) {
         tick: 1.0,
         ..SimOptions::default()
     };
-    let mut world = World::default();
-    world.static_nodes = vec![StaticNodes::of_type("node", 2, "m5.large")];
-    let running = runtime::start(opts, world).await.unwrap();
-    let mut config = kube::Config::new(running.url.parse().unwrap());
-    // kube's default layer retries 429s with backoff; these tests want to see them.
-    config.default_retry = false;
-    let client = kube::Client::try_from(config).unwrap();
-    (running, client)
-}
-
-async fn eventually<F, Fut>(what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for i in 0..200 {
-        if std::env::var("SIM_DEBUG").is_ok() {
-            eprintln!("{what}: attempt {i}");
-        }
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
+    common::start(opts).await
 }
 
 fn cm(name: &str) -> ConfigMap {

@@ -15,7 +15,9 @@ fn context(leader: bool) -> (Arc<Context>, Handle, watch::Sender<bool>) {
     let recorder =
         Recorder::new(client.clone(), Reporter { controller: "omniscale".into(), instance: Some("test".into()) });
     let (tx, rx) = watch::channel(leader);
-    (Arc::new(Context::new(client, recorder, Arc::new(Metrics::default()), rx, None)), handle, tx)
+    // A clock far from the wall clock shows that condition times come from the context's clock.
+    let clock = Clock::new("2030-01-01T00:00:00Z".parse().unwrap_or(jiff::Timestamp::UNIX_EPOCH), 1.0);
+    (Arc::new(Context::new(client, recorder, Arc::new(Metrics::default()), rx, None, clock)), handle, tx)
 }
 
 fn autoscaler(kind: &str) -> Autoscaler {
@@ -95,6 +97,8 @@ async fn invalid_target_gets_ready_false_and_a_warning_event() -> Result<(), Box
     assert_eq!(cond["status"], "False");
     assert_eq!(cond["reason"], "TargetNotScalable");
     assert_eq!(cond["observedGeneration"], 3);
+    let at = cond["lastTransitionTime"].as_str().unwrap_or_default();
+    assert!(at.starts_with("2030-01-01T00:00:0"), "condition time from the context's clock: {at}");
     assert_eq!(status["status"]["observedGeneration"], 3);
     assert_eq!(event["type"], "Warning");
     assert_eq!(event["reason"], "TargetNotScalable");

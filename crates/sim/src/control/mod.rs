@@ -7,6 +7,7 @@ pub mod nodes;
 pub mod scheduler;
 pub mod workloads;
 
+use crate::error::ApiError;
 use crate::registry::{ResourceKey, ResourceType};
 use crate::server::MetricsTable;
 use crate::store::{PatchType, Store, Target, WriteOptions};
@@ -15,6 +16,7 @@ use crate::world::scenario::{AsgSpec, StaticNodes, WorkloadSpec};
 use jiff::Timestamp;
 use serde_json::{Value, json};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Delays of the simulated machinery, in simulated seconds.
 #[derive(Clone, Debug)]
@@ -47,6 +49,21 @@ pub struct World {
     pub(crate) stopping_at: HashMap<String, f64>,
     pub(crate) events: HashMap<(String, String, String), String>,
     pub(crate) static_created: bool,
+    /// Whether some mutating webhook matches pod creation (refreshed every step).
+    pub(crate) pods_hooked: bool,
+    pub(crate) pending_pods: Vec<PendingPod>,
+    pub(crate) pending_seq: u64,
+}
+
+/// A pod a workload controller asked for while a mutating webhook watches pod creation. The
+/// runtime creates it through admission, off the control-plane lock; until then the
+/// controllers count it, as upstream's controller expectations do, so they do not ask twice.
+#[derive(Clone, Debug)]
+pub struct PendingPod {
+    pub(crate) id: u64,
+    pub(crate) owner: Arc<Value>,
+    pub(crate) pod: Arc<Value>,
+    pub(crate) dispatched: bool,
 }
 
 /// What every controller gets for one step.
@@ -64,10 +81,47 @@ impl Ctx<'_> {
     pub fn rt(&self, g: &str, v: &str, p: &str) -> Option<ResourceType> {
         self.store.registry.get(g, v, p).cloned()
     }
+
+    /// Pods in the store plus those still on their way through admission.
+    pub(crate) fn pods_and_pending(&self) -> Vec<Arc<Value>> {
+        let mut pods = self.store.all(&key("", "pods"), None);
+        pods.extend(self.world.pending_pods.iter().map(|p| p.pod.clone()));
+        pods
+    }
+
+    /// Creates a controller's pod: at once, or queued for admission when a webhook may change
+    /// it (`Ok(None)`; the runtime records the outcome Event when the create completes).
+    pub(crate) fn create_pod(&mut self, owner: &Value, pod: Value) -> Result<Option<Value>, ApiError> {
+        let rt = self.rt("", "v1", "pods").ok_or_else(|| ApiError::not_found("resource", "pods"))?;
+        if self.world.pods_hooked {
+            self.world.pending_seq += 1;
+            let id = self.world.pending_seq;
+            self.world.pending_pods.push(PendingPod {
+                id,
+                owner: Arc::new(owner.clone()),
+                pod: Arc::new(pod),
+                dispatched: false,
+            });
+            return Ok(None);
+        }
+        let ns = ns_of(&pod);
+        let opts = WriteOptions::manager("kube-controller-manager");
+        self.store.create(&Target::new(&rt, Some(&ns), None), pod, &opts, self.now).map(Some)
+    }
+}
+
+/// The service account upstream's controller for `owner_kind` runs as (webhooks see it).
+pub(crate) fn controller_user(owner_kind: &str) -> &'static str {
+    match owner_kind {
+        "StatefulSet" => "system:serviceaccount:kube-system:statefulset-controller",
+        "DaemonSet" => "system:serviceaccount:kube-system:daemon-set-controller",
+        _ => "system:serviceaccount:kube-system:replicaset-controller",
+    }
 }
 
 /// Advances every simulated component to `now`.
 pub fn step(ctx: &mut Ctx<'_>) {
+    ctx.world.pods_hooked = crate::admission::pods_hooked(ctx.store);
     nodes::sync(ctx);
     ctx.store.collect_garbage(ctx.now);
     workloads::deployments(ctx);
@@ -103,7 +157,7 @@ pub fn is_ready(o: &Value) -> bool {
 
 /// Records a core/v1 Event about `obj`, aggregating repeats into `count` as the event
 /// recorder does.
-pub(crate) fn event(ctx: &mut Ctx<'_>, obj: &Value, type_: &str, reason: &str, message: &str) {
+pub fn event(ctx: &mut Ctx<'_>, obj: &Value, type_: &str, reason: &str, message: &str) {
     let Some(rt) = ctx.rt("", "v1", "events") else { return };
     let uid = uid_of(obj);
     let ns = match ns_of(obj) {

@@ -287,9 +287,8 @@ fn deletion_order(p: &Value) -> (u8, u8, u8, std::cmp::Reverse<String>) {
 
 pub fn replicasets(ctx: &mut Ctx<'_>) {
     let rss = ctx.store.all(&key("apps", "replicasets"), None);
-    let pods = ctx.store.all(&key("", "pods"), None);
+    let pods = ctx.pods_and_pending();
     let (Some(rs_rt), Some(pod_rt)) = (ctx.rt("apps", "v1", "replicasets"), ctx.rt("", "v1", "pods")) else { return };
-    let opts = WriteOptions::manager("kube-controller-manager");
     for rs in rss {
         if !rs["metadata"]["deletionTimestamp"].is_null() {
             continue;
@@ -302,8 +301,11 @@ pub fn replicasets(ctx: &mut Ctx<'_>) {
         if have < want {
             for _ in 0..(want - have).min(500) {
                 let pod = pod_from_template(&rs, "ReplicaSet", "apps/v1", &rs["spec"]["template"], None);
-                match ctx.store.create(&Target::new(&pod_rt, Some(&ns), None), pod, &opts, ctx.now) {
-                    Ok(p) => event(ctx, &rs, "Normal", "SuccessfulCreate", &format!("Created pod: {}", name_of(&p))),
+                match ctx.create_pod(&rs, pod) {
+                    Ok(Some(p)) => {
+                        event(ctx, &rs, "Normal", "SuccessfulCreate", &format!("Created pod: {}", name_of(&p)))
+                    }
+                    Ok(None) => {}
                     Err(e) => {
                         event(ctx, &rs, "Warning", "FailedCreate", &format!("Error creating: {}", e.message));
                         break;
@@ -331,9 +333,8 @@ pub fn replicasets(ctx: &mut Ctx<'_>) {
 
 pub fn statefulsets(ctx: &mut Ctx<'_>) {
     let sets = ctx.store.all(&key("apps", "statefulsets"), None);
-    let pods = ctx.store.all(&key("", "pods"), None);
+    let pods = ctx.pods_and_pending();
     let (Some(rt), Some(pod_rt)) = (ctx.rt("apps", "v1", "statefulsets"), ctx.rt("", "v1", "pods")) else { return };
-    let opts = WriteOptions::manager("kube-controller-manager");
     for s in sets {
         if !s["metadata"]["deletionTimestamp"].is_null() {
             continue;
@@ -356,7 +357,7 @@ pub fn statefulsets(ctx: &mut Ctx<'_>) {
             let mut template = s["spec"]["template"].clone();
             template["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"] = json!(format!("{name}-{i}"));
             let pod = pod_from_template(&s, "StatefulSet", "apps/v1", &template, Some(format!("{name}-{i}")));
-            if ctx.store.create(&Target::new(&pod_rt, Some(&ns), None), pod, &opts, ctx.now).is_err() {
+            if ctx.create_pod(&s, pod).is_err() {
                 break;
             }
             if !parallel {
@@ -382,15 +383,13 @@ pub fn statefulsets(ctx: &mut Ctx<'_>) {
 
 pub fn daemonsets(ctx: &mut Ctx<'_>) {
     let sets = ctx.store.all(&key("apps", "daemonsets"), None);
-    let pods = ctx.store.all(&key("", "pods"), None);
+    let pods = ctx.pods_and_pending();
     let nodes = ctx.store.all(&key("", "nodes"), None);
-    let (Some(rt), Some(pod_rt)) = (ctx.rt("apps", "v1", "daemonsets"), ctx.rt("", "v1", "pods")) else { return };
-    let opts = WriteOptions::manager("kube-controller-manager");
+    let Some(rt) = ctx.rt("apps", "v1", "daemonsets") else { return };
     for s in sets {
         if !s["metadata"]["deletionTimestamp"].is_null() {
             continue;
         }
-        let ns = ns_of(&s);
         let mine: Vec<&Arc<Value>> = owned_by(&pods, &uid_of(&s)).into_iter().filter(|p| active(p)).collect();
         let template = &s["spec"]["template"];
         let eligible: Vec<&Arc<Value>> = nodes
@@ -408,7 +407,7 @@ pub fn daemonsets(ctx: &mut Ctx<'_>) {
             }
             let mut pod = pod_from_template(&s, "DaemonSet", "apps/v1", template, None);
             pod["spec"]["nodeName"] = json!(node);
-            let _ = ctx.store.create(&Target::new(&pod_rt, Some(&ns), None), pod, &opts, ctx.now);
+            let _ = ctx.create_pod(&s, pod);
         }
         let ready = mine.iter().filter(|p| is_ready(p)).count();
         let status = json!({"observedGeneration": s["metadata"]["generation"], "desiredNumberScheduled": eligible.len(),

@@ -275,3 +275,44 @@ fn crd_enum_values_must_match_their_type() {
     assert_eq!(err.code, 422);
     assert!(err.message.contains("properties[mode].enum[1]"), "{}", err.message);
 }
+
+#[test]
+fn admission_capture_then_replace_validates_the_mutated_object_and_detects_staleness() {
+    let mut s = store();
+    let d = rt(&s, "apps", "v1", "deployments");
+    let t = Target::new(&d, Some("default"), None);
+    let mut body = deployment("web", 1);
+    body["metadata"]["name"] = json!(null);
+    body["metadata"]["generateName"] = json!("web-");
+    // Capture: a dry run that records the defaulted object, before its name is generated.
+    let capture = WriteOptions { dry_run: true, admission: Admission::Capture, ..mgr("t") };
+    s.create(&t, body.clone(), &capture, now()).unwrap();
+    let c = s.take_captured().unwrap();
+    assert!(c.old.is_none());
+    assert_eq!(c.object["metadata"]["name"], json!(null));
+    assert_eq!(c.object["spec"]["revisionHistoryLimit"], 10, "defaulted before admission");
+    assert!(s.all(&d.key(), None).is_empty(), "a capture writes nothing");
+    // Replace: the webhook's object is validated (after mutation) and stored with a generated name.
+    let mut invalid = c.object.clone();
+    invalid["spec"]["replicas"] = json!(-1);
+    let replace = |o: &Value| WriteOptions {
+        admission: Admission::Replace { object: Arc::new(o.clone()), old_rv: None },
+        ..mgr("t")
+    };
+    assert_eq!(s.create(&t, body.clone(), &replace(&invalid), now()).unwrap_err().code, 422);
+    let mut mutated = c.object.clone();
+    mutated["spec"]["replicas"] = json!(4);
+    let created = s.create(&t, body, &replace(&mutated), now()).unwrap();
+    assert_eq!(created["spec"]["replicas"], 4);
+    assert!(created["metadata"]["name"].as_str().unwrap().starts_with("web-"));
+    // An update whose object changed since the capture is stale and must be redone.
+    let name = created["metadata"]["name"].as_str().unwrap().to_owned();
+    let t = Target::new(&d, Some("default"), Some(&name));
+    let patch = json!({"spec": {"replicas": 5}});
+    let stale = WriteOptions {
+        admission: Admission::Replace { object: Arc::new(created.clone()), old_rv: Some("1".into()) },
+        ..mgr("t")
+    };
+    let e = s.patch(&t, PatchType::Merge, &patch, &stale, now()).unwrap_err();
+    assert!(e.stale && e.code == 409);
+}

@@ -1,13 +1,15 @@
-//! Simulated time. The cluster (and, in `omniscale sim`, the operator) read the same clock, which
-//! runs `speed` times faster than the wall clock, so a 5-minute stabilisation window passes in 30
-//! seconds at speed 10 without anything sleeping for less.
+//! The time every decision is made at. Engines are pure and take `now` as an argument; the shells
+//! that call them read it here. In production this is the wall clock; in `omniscale sim` the
+//! simulated cluster and the operator share one clock running `speed` times faster, so a 5-minute
+//! stabilisation window passes in 30 seconds at speed 10 without anything sleeping for less.
 
 use jiff::{SignedDuration, Timestamp};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// A monotonic simulated clock shared by every component of one simulation.
+/// A monotonic clock anchored at a timestamp and running `speed` times faster than the wall
+/// clock; cheap to clone, and clones share time.
 #[derive(Clone, Debug)]
 pub struct Clock {
     inner: Arc<Inner>,
@@ -17,8 +19,7 @@ pub struct Clock {
 struct Inner {
     start_wall: Instant,
     start: Timestamp,
-    /// Speed as f64 bits, so it can change while the clock runs (pausing is speed 0 is not
-    /// supported; speed changes re-anchor the clock).
+    /// Speed as f64 bits (an atomic, so the clock stays `Sync` without a lock).
     speed_bits: AtomicU64,
 }
 
@@ -58,8 +59,25 @@ impl Clock {
         Duration::from_secs_f64(sim.as_secs_f64() / self.speed())
     }
 
-    /// Sleeps until `sim` simulated time has passed.
-    pub async fn sleep(&self, sim: Duration) {
-        tokio::time::sleep(self.wall_duration(sim)).await;
+    /// The wall clock itself: what `omniscale run` uses against a real cluster.
+    pub fn real() -> Self {
+        Self::wall(1.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn speed_scales_durations_and_bad_speeds_fall_back_to_real_time() {
+        let c = Clock::new(Timestamp::UNIX_EPOCH, 10.0);
+        assert_eq!(c.wall_duration(Duration::from_secs(300)), Duration::from_secs(30));
+        assert!(c.now() >= Timestamp::UNIX_EPOCH && c.elapsed() >= 0.0);
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            assert_eq!(Clock::new(Timestamp::UNIX_EPOCH, bad).speed(), 1.0);
+        }
+        let shared = c.clone();
+        assert_eq!(shared.start(), c.start());
     }
 }
