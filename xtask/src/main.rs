@@ -1,5 +1,6 @@
 //! Project chores: `cargo xtask crds` regenerates `manifests/00-crds.yaml` from the Rust types;
-//! `cargo xtask check` fails when the committed file has drifted from them.
+//! `cargo xtask check` fails when the committed file has drifted from them; `cargo xtask bench
+//! cluster [FILTER]` runs the scheduling benchmarks (release build), one JSON object per line.
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -11,8 +12,36 @@ fn workspace_root() -> PathBuf {
     manifest_dir.parent().map(PathBuf::from).unwrap_or(manifest_dir)
 }
 
+/// Runs a benchmark target in release mode, passing the filter through.
+fn bench(args: &[String]) -> ExitCode {
+    let (package, target) = match args.first().map(String::as_str) {
+        Some("cluster") => ("omniscale-cluster", "cluster"),
+        _ => {
+            eprintln!("usage: cargo xtask bench cluster [FILTER]");
+            return ExitCode::from(2);
+        }
+    };
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .current_dir(workspace_root())
+        .args(["bench", "--quiet", "-p", package, "--bench", target, "--"])
+        .args(&args[1..])
+        .status();
+    match status {
+        Ok(s) if s.success() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("xtask: cannot run cargo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("bench") {
+        return bench(&args[1..]);
+    }
     let path = workspace_root().join(CRD_FILE);
     let rendered = match omniscale_api::render_crds_yaml() {
         Ok(text) => text,
@@ -44,7 +73,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <crds|check>\n  crds   regenerate {CRD_FILE}\n  check  fail if {CRD_FILE} has drifted"
+                "usage: cargo xtask <crds|check|bench>\n  crds   regenerate {CRD_FILE}\n  check  fail if {CRD_FILE} has drifted\n  bench cluster [FILTER]  scheduling benchmarks (JSON lines)"
             );
             ExitCode::from(2)
         }

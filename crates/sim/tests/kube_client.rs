@@ -246,3 +246,57 @@ async fn api_cm(client: &kube::Client) {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     api.create(&PostParams::default(), &cm("c")).await.unwrap();
 }
+
+#[tokio::test]
+async fn scheduler_enforces_pod_anti_affinity_and_topology_spread() {
+    let (sim, client) = start(Duration::from_secs(30)).await;
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    // Three replicas that refuse to share a node, on a two-node cluster.
+    let d: Deployment = serde_json::from_value(json!({"metadata": {"name": "solo"},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "solo"}},
+            "template": {"metadata": {"labels": {"app": "solo"}}, "spec": {
+                "containers": [{"name": "c", "image": "nginx"}],
+                "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                    {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": "solo"}}}]}}}}}}))
+    .unwrap();
+    deploys.create(&PostParams::default(), &d).await.unwrap();
+    let lp = ListParams::default().labels("app=solo");
+    eventually("two solo pods bound and one unschedulable", || async {
+        let items = pods.list(&lp).await.unwrap().items;
+        let bound: Vec<String> =
+            items.iter().filter_map(|p| p.spec.as_ref().and_then(|s| s.node_name.clone())).collect();
+        let unschedulable = items.iter().any(|p| {
+            p.status.as_ref().and_then(|s| s.conditions.as_ref()).into_iter().flatten().any(|c| {
+                c.type_ == "PodScheduled"
+                    && c.message
+                        .as_deref()
+                        .is_some_and(|m| m.contains("2 node(s) didn't match pod anti-affinity rules"))
+            })
+        });
+        bound.len() == 2 && bound[0] != bound[1] && unschedulable
+    })
+    .await;
+    // Hostname spread with maxSkew 1: four replicas go two and two.
+    let d: Deployment = serde_json::from_value(json!({"metadata": {"name": "even"},
+        "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "even"}},
+            "template": {"metadata": {"labels": {"app": "even"}}, "spec": {
+                "containers": [{"name": "c", "image": "nginx"}],
+                "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                    "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "even"}}}]}}}}))
+    .unwrap();
+    deploys.create(&PostParams::default(), &d).await.unwrap();
+    let lp = ListParams::default().labels("app=even");
+    eventually("four even pods spread two and two", || async {
+        let items = pods.list(&lp).await.unwrap().items;
+        let mut per_node: std::collections::BTreeMap<String, usize> = Default::default();
+        for p in &items {
+            if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
+                *per_node.entry(n).or_default() += 1;
+            }
+        }
+        per_node.values().copied().collect::<Vec<_>>() == vec![2, 2]
+    })
+    .await;
+    sim.shutdown().await;
+}

@@ -1,13 +1,14 @@
-//! The simulated kube-scheduler: filters nodes by readiness, cordon, taints and tolerations,
-//! nodeSelector, required node affinity and resource fit (cpu, memory, pods), scores the rest by
-//! least allocation, and binds; a pod that fits nowhere gets `PodScheduled=False/Unschedulable`
-//! with upstream's "0/N nodes are available" message, which node autoscalers react to.
-//! Not modelled: inter-pod affinity, topology spread and preemption.
+//! The simulated kube-scheduler: filters nodes with `omniscale_cluster`'s kube-scheduler
+//! predicates (readiness, cordon, taints, node affinity, host ports, resources, volume zones,
+//! topology spread, inter-pod affinity), scores the rest by least allocation, and binds; a pod
+//! that fits nowhere gets `PodScheduled=False/Unschedulable` with upstream's "0/N nodes are
+//! available" message, which node autoscalers react to. Not modelled: preemption.
 
 use super::{Ctx, event, is_ready, key, name_of, ns_of};
 use crate::store::{Target, WriteOptions};
+use omniscale_cluster::{Domains, NodeId, Snapshot};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// Requests of a pod in (milli-cpu, bytes): the max of any init container and the sum of the
 /// app containers, as the scheduler computes effective requests.
@@ -112,23 +113,42 @@ pub fn allocatable(node: &Value) -> (i128, i128, i128) {
     (quantity_milli(&a["cpu"]), quantity_milli(&a["memory"]) / 1000, quantity_milli(&a["pods"]) / 1000)
 }
 
+/// Builds the scheduling snapshot: ready, live nodes and the pods bound to them.
+fn snapshot(nodes: &[std::sync::Arc<Value>], pods: &[std::sync::Arc<Value>]) -> (Snapshot, usize) {
+    let mut snap = Snapshot::new();
+    let mut not_ready = 0;
+    for n in nodes {
+        if !n["metadata"]["deletionTimestamp"].is_null() || !is_ready(n) {
+            not_ready += 1;
+            continue;
+        }
+        let parsed = serde_json::from_value::<k8s_openapi::api::core::v1::Node>((**n).clone());
+        if let Err(e) =
+            parsed.map_err(|e| e.to_string()).and_then(|n| snap.add_node_object(&n).map_err(|e| e.to_string()))
+        {
+            tracing::warn!(node = %name_of(n), error = %e, "node left out of scheduling");
+            not_ready += 1;
+        }
+    }
+    for p in pods {
+        let bound = p["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty());
+        if !bound || matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")) {
+            continue;
+        }
+        if let Ok(pod) = serde_json::from_value::<k8s_openapi::api::core::v1::Pod>((**p).clone()) {
+            let _ = snap.add_pod_object(&pod, None);
+        }
+    }
+    (snap, not_ready)
+}
+
+/// kube-scheduler's loop, once per step: pending pods by priority then age, filtered with
+/// `omniscale_cluster`'s predicates (the ones the node engines simulate with), scored by least
+/// allocation, bound or marked unschedulable with upstream's message.
 pub fn schedule(ctx: &mut Ctx<'_>) {
     let pods = ctx.store.all(&key("", "pods"), None);
     let nodes = ctx.store.all(&key("", "nodes"), None);
     let Some(pod_rt) = ctx.rt("", "v1", "pods") else { return };
-    // Usage per node from pods already bound and not finished.
-    let mut used: HashMap<String, (i128, i128, i128)> = HashMap::new();
-    for p in &pods {
-        let Some(n) = p["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) else { continue };
-        if matches!(p["status"]["phase"].as_str(), Some("Succeeded" | "Failed")) {
-            continue;
-        }
-        let (c, m) = pod_requests(&p["spec"]);
-        let e = used.entry(n.to_owned()).or_default();
-        e.0 += c;
-        e.1 += m;
-        e.2 += 1;
-    }
     let mut pending: Vec<_> = pods
         .iter()
         .filter(|p| {
@@ -137,88 +157,71 @@ pub fn schedule(ctx: &mut Ctx<'_>) {
         .filter(|p| p["spec"]["schedulerName"].as_str().is_none_or(|s| s == "default-scheduler"))
         .filter(|p| p["spec"]["schedulingGates"].as_array().is_none_or(Vec::is_empty))
         .collect();
+    if pending.is_empty() {
+        return;
+    }
     pending.sort_by_key(|p| {
         (
             std::cmp::Reverse(p["spec"]["priority"].as_i64().unwrap_or(0)),
             p["metadata"]["creationTimestamp"].as_str().unwrap_or_default().to_owned(),
         )
     });
+    let (mut snap, not_ready) = snapshot(&nodes, &pods);
     for p in pending {
-        let (cpu, mem) = pod_requests(&p["spec"]);
-        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-        let mut best: Option<(f64, String)> = None;
-        for n in &nodes {
-            let name = name_of(n);
-            let mut fail = |r: String| *reasons.entry(r).or_default() += 1;
-            if !n["metadata"]["deletionTimestamp"].is_null() || !is_ready(n) {
-                fail("node(s) were not ready".into());
-                continue;
-            }
-            if n["spec"]["unschedulable"] == true {
-                fail("node(s) were unschedulable".into());
-                continue;
-            }
-            if let Some(t) = untolerated(&p["spec"], n, false) {
-                let v = t["value"].as_str().unwrap_or_default();
-                fail(format!("node(s) had untolerated taint {{{}: {v}}}", t["key"].as_str().unwrap_or_default()));
-                continue;
-            }
-            if !node_selector_matches(&p["spec"], n) {
-                fail("node(s) didn't match Pod's node affinity/selector".into());
-                continue;
-            }
-            let (ac, am, ap) = allocatable(n);
-            let (uc, um, up) = used.get(&name).copied().unwrap_or_default();
-            let mut fits = true;
-            if up + 1 > ap {
-                fail("Too many pods".into());
-                fits = false;
-            }
-            if uc + cpu > ac {
-                fail("Insufficient cpu".into());
-                fits = false;
-            }
-            if um + mem > am {
-                fail("Insufficient memory".into());
-                fits = false;
-            }
-            if !fits {
-                continue;
-            }
-            // LeastAllocated: prefer the node with the most free share after placement.
-            let free = |total: i128, u: i128| if total > 0 { (total - u) as f64 / total as f64 } else { 0.0 };
-            let score = (free(ac, uc + cpu) + free(am, um + mem)) / 2.0;
-            if best.as_ref().is_none_or(|(s, bn)| score > *s || (score == *s && name < *bn)) {
-                best = Some((score, name));
-            }
-        }
         let pod_name = name_of(p);
         let ns = ns_of(p);
         let t = Target::new(&pod_rt, Some(&ns), Some(&pod_name));
+        let parsed = serde_json::from_value::<k8s_openapi::api::core::v1::Pod>((**p).clone())
+            .map_err(|e| e.to_string())
+            .and_then(|pod| snap.add_pod_object(&pod, None).map_err(|e| e.to_string()));
+        let id = match parsed {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(pod = %pod_name, error = %e, "pod cannot be scheduled: malformed");
+                continue;
+            }
+        };
+        snap.ready();
+        let class = snap.pods[id as usize].class;
+        let req = snap.class_of(class).requests.clone();
+        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+        if not_ready > 0 {
+            reasons.insert("node(s) were not ready".into(), not_ready);
+        }
+        let mut best: Option<(f64, String, NodeId)> = None;
+        for node in 0..snap.nodes.len() as NodeId {
+            if let Err(r) = snap.check(class, usize::MAX, node, Domains::default()) {
+                *reasons.entry(r.to_string()).or_default() += 1;
+                continue;
+            }
+            // LeastAllocated: prefer the node with the most free share after placement.
+            let n = &snap.nodes[node as usize];
+            let free = |total: i64, u: i64| if total > 0 { (total - u) as f64 / total as f64 } else { 0.0 };
+            let score = (free(n.allocatable.cpu, n.used.cpu + req.cpu)
+                + free(n.allocatable.memory, n.used.memory + req.memory))
+                / 2.0;
+            if best.as_ref().is_none_or(|(s, bn, _)| score > *s || (score == *s && n.name < *bn)) {
+                best = Some((score, n.name.clone(), node));
+            }
+        }
         match best {
-            Some((_, node)) => {
+            Some((_, node, id_node)) => {
                 if ctx.store.bind(&ns, &pod_name, &json!({"target": {"name": node}})).is_ok() {
-                    let e = used.entry(node.clone()).or_default();
-                    e.0 += cpu;
-                    e.1 += mem;
-                    e.2 += 1;
+                    snap.place(id, id_node);
                     let cond = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": crate::store::ts(ctx.now)});
                     set_condition(ctx, &t, cond);
                     event(ctx, p, "Normal", "Scheduled", &format!("Successfully assigned {ns}/{pod_name} to {node}"));
                 }
             }
             None => {
-                let mut parts: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
-                parts.sort();
-                let msg = if nodes.is_empty() {
+                let total = nodes.len();
+                let parts: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
+                let msg = if total == 0 {
                     "no nodes available to schedule pods".to_owned()
                 } else {
                     format!(
-                        "0/{} nodes are available: {}. preemption: 0/{} nodes are available: {} No preemption victims found for incoming pod.",
-                        nodes.len(),
+                        "0/{total} nodes are available: {}. preemption: 0/{total} nodes are available: {total} No preemption victims found for incoming pod.",
                         parts.join(", "),
-                        nodes.len(),
-                        nodes.len()
                     )
                 };
                 let cond = json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg, "lastProbeTime": null, "lastTransitionTime": crate::store::ts(ctx.now)});
