@@ -126,7 +126,7 @@ pub fn drain(snap: &mut Snapshot, candidates: &[NodeId]) -> Vec<(NodeId, DrainOu
             (std::cmp::Reverse(r.cpu), std::cmp::Reverse(r.memory), p)
         });
         // Take the node out while its pods look for homes, so none lands back on it.
-        snap.nodes[node as usize].removed = true;
+        snap.set_removed(node, true);
         let mut moved: Vec<(PodId, NodeId)> = Vec::with_capacity(movable.len());
         let mut failure = None;
         for &p in &movable {
@@ -148,7 +148,7 @@ pub fn drain(snap: &mut Snapshot, candidates: &[NodeId]) -> Vec<(NodeId, DrainOu
                 for &(p, _) in &moved {
                     snap.place(p, node);
                 }
-                snap.nodes[node as usize].removed = false;
+                snap.set_removed(node, false);
                 out.push((node, DrainOutcome::Blocked { pod, block: Block::NoPlace(why) }));
             }
             None => {

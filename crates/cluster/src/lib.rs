@@ -17,7 +17,13 @@
 //!   InterPodAffinity (required affinity with the first-pod exception, required anti-affinity,
 //!   and existing pods' anti-affinity).
 //! - Not mirrored: `matchLabelKeys`, non-default node inclusion policies, `namespaceSelector`
-//!   other than empty (all namespaces), volume limits and binding, DRA, preemption.
+//!   other than empty (all namespaces), volume limits and binding, DRA, preemption. Terminating
+//!   pods are left out of inter-pod affinity counts as well as spread counts (upstream leaves
+//!   them out of spread only).
+//! - In [`pack`], a new node carries only its zone (once decided) and hostname while the plan is
+//!   built; spread or (anti-)affinity on other keys that only a template's labels would satisfy
+//!   is judged against existing nodes only. Headroom (`Template::max_new`) is reserved per new
+//!   node, so it is never exceeded.
 //! - Preferences (preferred node affinity, preferred pod (anti-)affinity, `ScheduleAnyway`
 //!   spread, PreferNoSchedule taints, and the extra OR-terms of required node affinity) are
 //!   ignored by [`Snapshot::check`] (kube-scheduler only scores them) and, in [`pack`], start

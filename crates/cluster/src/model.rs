@@ -9,8 +9,11 @@ use std::collections::BTreeMap;
 /// Well-known label keys.
 pub const ZONE: &str = "topology.kubernetes.io/zone";
 pub const HOSTNAME: &str = "kubernetes.io/hostname";
-/// A pseudo-label every node carries so `matchFields` on `metadata.name` is a label match.
+/// The field `matchFields` may select on.
 pub const NODE_NAME_FIELD: &str = "metadata.name";
+/// The pseudo-label every node carries so `matchFields` on `metadata.name` is a label match;
+/// not a valid label key, so no real label or nodeSelector can collide with it.
+pub const NODE_NAME_LABEL: &str = "\u{0}field:metadata.name";
 
 /// Requests or allocatable. cpu in millicores, memory and ephemeral storage in bytes, pods and
 /// extended resources in units.
@@ -217,6 +220,16 @@ pub struct Spread {
     pub max_skew: i64,
     pub group: GroupId,
     pub min_domains: Option<i64>,
+    /// `labelSelector: {}`: upstream counts no existing pods for it, yet the incoming pod
+    /// matches itself.
+    pub empty_selector: bool,
+}
+
+impl Spread {
+    /// Upstream's selfMatchNum.
+    pub fn self_match(&self, class_matches_group: bool) -> i64 {
+        i64::from(self.empty_selector || class_matches_group)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -322,7 +335,11 @@ pub fn node_term(t: &core::NodeSelectorTerm, syms: &mut Symbols) -> Result<Selec
         if e.key != NODE_NAME_FIELD {
             return Err(format!("unsupported matchFields key {:?}", e.key));
         }
-        reqs.push(requirement(NODE_NAME_FIELD, &e.operator, e.values.as_deref().unwrap_or_default(), syms)?);
+        reqs.push(requirement(NODE_NAME_LABEL, &e.operator, e.values.as_deref().unwrap_or_default(), syms)?);
+    }
+    if reqs.is_empty() {
+        // An empty term selects no node (upstream), unlike an empty label selector.
+        reqs.push(Requirement { key: syms.intern(NODE_NAME_LABEL), op: Op::In(Vec::new()) });
     }
     Ok(Selector(reqs))
 }

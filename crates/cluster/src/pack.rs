@@ -95,9 +95,19 @@ impl Bits {
         self.0[i / 64] |= 1 << (i % 64);
     }
     fn and(&mut self, o: &Bits) {
+        self.and_changed(o);
+    }
+    /// `self &= o`; whether any bit was cleared.
+    fn and_changed(&mut self, o: &Bits) -> bool {
+        let mut changed = false;
         for (a, b) in self.0.iter_mut().zip(&o.0) {
+            changed |= *a & !b != 0;
             *a &= b;
         }
+        changed
+    }
+    fn has(&self, i: usize) -> bool {
+        self.0.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
     }
     fn any(&self) -> bool {
         self.0.iter().any(|w| *w != 0)
@@ -186,6 +196,8 @@ struct Packer<'a> {
     zone_groups: Vec<u32>,
     /// Where the last pod went: (class, level, node).
     last: Option<(ClassId, usize, NodeId)>,
+    /// Some template has limited headroom (`max_new`).
+    any_limited: bool,
     out: Packing,
 }
 
@@ -267,6 +279,7 @@ impl<'a> Packer<'a> {
             max_new: opts.max_new_nodes,
             zone_groups,
             last: None,
+            any_limited: templates.iter().any(|t| t.max_new.is_some()),
             out: Packing::default(),
         }
     }
@@ -304,15 +317,14 @@ impl<'a> Packer<'a> {
         let zk = s.zone_key;
         let count = |g: u32| s.count_in(zk, zone, g);
         for (sp, &min) in c.spread.iter().zip(mins) {
-            if sp.key == zk
-                && i64::from(count(sp.group)) + i64::from(s.matches_group(class, sp.group)) - min > sp.max_skew
-            {
+            let here = i64::from(s.domain_count(c, zk, zone, sp.group));
+            if sp.key == zk && here + sp.self_match(s.matches_group(class, sp.group)) - min > sp.max_skew {
                 return false;
             }
         }
         let aff: Vec<_> = c.affinity.iter().filter(|t| t.key == zk).collect();
         if !aff.is_empty() && !aff.iter().all(|t| count(t.group) > 0) {
-            let first = c.affinity.iter().all(|t| s.total(t.group) == 0 && s.matches_group(class, t.group));
+            let first = c.affinity.iter().all(|t| s.key_total(t.key, t.group) == 0 && s.matches_group(class, t.group));
             if !first {
                 return false;
             }
@@ -441,7 +453,10 @@ impl<'a> Packer<'a> {
                 let mut total = n.used.clone();
                 total.add(req);
                 if !total_fits(&total, &claim.cap_max)
-                    || !claim.options.iter_and(ok).any(|o| total_fits(&total, &self.options[o].capacity))
+                    || !claim
+                        .options
+                        .iter_and(ok)
+                        .any(|o| self.usable(claim, o) && total_fits(&total, &self.options[o].capacity))
                 {
                     return Err(true);
                 }
@@ -572,13 +587,46 @@ impl<'a> Packer<'a> {
         self.snap.place(pod, node);
         match self.claim_of.get(node as usize).copied().flatten() {
             Some(ci) => {
-                let before = self.claims[ci].options.clone();
-                self.claims[ci].options.and(ok);
-                if self.claims[ci].options != before {
+                if self.claims[ci].options.and_changed(ok) {
                     self.claims[ci].cap_max = self.cap_max(&self.claims[ci].options);
+                }
+                let n = &self.snap.nodes[node as usize];
+                let p = self.claims[ci].provisional;
+                // With limited headroom somewhere, reservations must follow the node's growth at
+                // once; otherwise the final choice in `finish` is enough.
+                if !self.claims[ci].options.has(p)
+                    || (self.any_limited && !total_fits(&n.used, &self.options[p].capacity))
+                {
+                    let used = n.used.clone();
+                    self.reassign(ci, &used);
                 }
             }
             None => self.out.existing.push((pod, node)),
+        }
+    }
+
+    /// Whether a claim may end up as option `o`: its provisional template, or one with headroom
+    /// left (headroom is reserved per claim, so `max_new` is never exceeded).
+    fn usable(&self, claim: &Claim, o: usize) -> bool {
+        let t = self.options[o].template;
+        t == self.options[claim.provisional].template
+            || self.templates[t].max_new.is_none_or(|m| self.provisional_count[t] < m)
+    }
+
+    /// Moves a claim's reservation to its cheapest usable option that holds `used`.
+    fn reassign(&mut self, ci: usize, used: &Resources) {
+        let claim = &self.claims[ci];
+        let best = claim
+            .options
+            .iter()
+            .filter(|&o| self.usable(claim, o) && total_fits(used, &self.options[o].capacity))
+            .min_by(|&a, &b| self.options[a].price.total_cmp(&self.options[b].price).then(a.cmp(&b)));
+        if let Some(o) = best {
+            let old = self.options[self.claims[ci].provisional].template;
+            let new = self.options[o].template;
+            self.provisional_count[old] = self.provisional_count[old].saturating_sub(1);
+            self.provisional_count[new] += 1;
+            self.claims[ci].provisional = o;
         }
     }
 
@@ -652,31 +700,46 @@ impl<'a> Packer<'a> {
                 continue;
             }
             let used = n.used.clone();
-            let choice = claim
-                .options
-                .iter()
-                .filter(|&o| total_fits(&used, &self.options[o].capacity))
-                .min_by(|&a, &b| self.options[a].price.total_cmp(&self.options[b].price).then(a.cmp(&b)))
-                .unwrap_or(claim.provisional);
-            let opt = &self.options[choice];
+            // The cheapest option that holds the node's pods, within template headroom.
+            self.reassign(ci, &used);
+            let claim = &self.claims[ci];
+            let n = &self.snap.nodes[claim.node as usize];
+            let opt = &self.options[claim.provisional];
             let zone_name = self.snap.syms.name(opt.zone).to_owned();
-            let (node, zone, pods) = (claim.node, claim.zone, n.pods.clone());
+            let (node, pods) = (claim.node, n.pods.clone());
             let alloc = opt.capacity.clone();
             let labels = opt.labels.clone();
             let taints = opt.taints.clone();
             let template = opt.template;
-            // Make the snapshot node look like what will be created.
-            if zone.is_none() {
-                self.snap.set_node_label(node, self.snap.zone_key, opt.zone);
+            // Make the snapshot node look like what will be created (labels through
+            // `set_node_label`, so topology counts follow).
+            for (k, v) in labels.iter() {
+                if self.snap.nodes[node as usize].labels.get(k) != Some(v) {
+                    self.snap.set_node_label(node, k, v);
+                }
             }
             let sn = &mut self.snap.nodes[node as usize];
             sn.allocatable = alloc;
-            for (k, v) in labels.iter() {
-                sn.labels.set(k, v);
-            }
             sn.taints = taints;
             self.out.new_nodes.push(NewNode { template, zone: zone_name, pods, node });
         }
+        // Final types can have room a pod was refused while headroom was still reserved
+        // elsewhere: give unplaced pods a last try on the new nodes as they will be.
+        let domains = Domains { new_hosts: true, zones: &self.zones };
+        let mut still = Vec::new();
+        for u in std::mem::take(&mut self.out.unplaced) {
+            let class = self.snap.pods[u.pod as usize].class;
+            let level = self.level.get(&class).copied().unwrap_or(0);
+            let home = self.out.new_nodes.iter_mut().find(|n| self.snap.check(class, level, n.node, domains).is_ok());
+            match home {
+                Some(n) => {
+                    n.pods.push(u.pod);
+                    self.snap.place(u.pod, n.node);
+                }
+                None => still.push(u),
+            }
+        }
+        self.out.unplaced = still;
         self.out
     }
 }

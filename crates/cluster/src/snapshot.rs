@@ -167,6 +167,10 @@ pub struct Snapshot {
     /// Topology keys some constraint counts by.
     keys: Vec<Sym>,
     counts: FxMap<(Sym, Sym, GroupId), u32>,
+    /// Pods of a group on nodes that have the key (the first-pod exception of pod affinity).
+    key_totals: FxMap<(Sym, GroupId), u32>,
+    /// Live nodes lacking each counted key: when none do, spread counts need no node filter.
+    missing: FxMap<Sym, u32>,
     totals: Vec<u32>,
     /// Placed pods holding a required anti-affinity term, per (key, domain, group).
     anti: FxMap<(Sym, Sym, GroupId), u32>,
@@ -190,7 +194,7 @@ impl Snapshot {
         let mut syms = Symbols::default();
         let hostname_key = syms.intern(model::HOSTNAME);
         let zone_key = syms.intern(model::ZONE);
-        let name_field = syms.intern(model::NODE_NAME_FIELD);
+        let name_field = syms.intern(model::NODE_NAME_LABEL);
         let empty = syms.intern("");
         debug_assert_eq!(empty, EMPTY);
         Self {
@@ -204,6 +208,8 @@ impl Snapshot {
             group_ids: HashMap::new(),
             keys: Vec::new(),
             counts: FxMap::default(),
+            key_totals: FxMap::default(),
+            missing: FxMap::default(),
             totals: Vec::new(),
             anti: FxMap::default(),
             anti_terms: Vec::new(),
@@ -245,6 +251,11 @@ impl Snapshot {
             host_ports: Vec::new(),
         });
         self.node_index.insert(name.to_owned(), id);
+        for &k in &self.keys {
+            if self.nodes[id as usize].labels.get(k).is_none() {
+                *self.missing.entry(k).or_insert(0) += 1;
+            }
+        }
         id
     }
 
@@ -278,7 +289,13 @@ impl Snapshot {
         for &p in &pods {
             self.count_pod(p, node, -1);
         }
-        self.nodes[node as usize].labels.set(key, value);
+        let n = &mut self.nodes[node as usize];
+        if n.labels.get(key).is_none() && !n.removed && self.keys.contains(&key) {
+            if let Some(m) = self.missing.get_mut(&key) {
+                *m = m.saturating_sub(1);
+            }
+        }
+        n.labels.set(key, value);
         for &p in &pods {
             self.count_pod(p, node, 1);
         }
@@ -304,6 +321,8 @@ impl Snapshot {
     fn key(&mut self, k: Sym) {
         if !self.keys.contains(&k) {
             self.keys.push(k);
+            let missing = self.nodes.iter().filter(|n| !n.removed && n.labels.get(k).is_none()).count() as u32;
+            self.missing.insert(k, missing);
             self.stale_counts = true;
         }
     }
@@ -392,6 +411,30 @@ impl Snapshot {
                 let t = term(self, t)?;
                 hard.affinity.push(t);
             }
+            // Upstream counts, for every required term, the pods that match all of them.
+            if hard.affinity.len() > 1 {
+                let mut namespaces: Option<Vec<Sym>> = None;
+                let mut reqs = Vec::new();
+                let mut nothing = false;
+                for t in &hard.affinity {
+                    let g = self.groups[t.group as usize].clone();
+                    match g.selector {
+                        Some(sel) => reqs.extend(sel.0),
+                        None => nothing = true,
+                    }
+                    if let Some(ns) = g.namespaces {
+                        namespaces = Some(match namespaces {
+                            None => ns,
+                            Some(cur) => cur.into_iter().filter(|n| ns.contains(n)).collect(),
+                        });
+                    }
+                }
+                let selector = if nothing { None } else { Some(crate::labels::Selector(reqs)) };
+                let all = self.group(Group { namespaces, selector });
+                for t in &mut hard.affinity {
+                    t.group = all;
+                }
+            }
             for w in pa.preferred_during_scheduling_ignored_during_execution.iter().flatten() {
                 weighted_aff.push((w.weight, term(self, &w.pod_affinity_term)?));
             }
@@ -422,12 +465,15 @@ impl Snapshot {
             let key = self.syms.intern(&c.topology_key);
             self.key(key);
             let selector = model::label_selector(c.label_selector.as_ref(), &mut self.syms).map_err(&invalid)?;
+            let empty_selector = selector.as_ref().is_some_and(|s| s.is_empty());
+            let selector = if empty_selector { None } else { selector };
             let group = self.group(Group { namespaces: Some(vec![namespace]), selector });
             let s = Spread {
                 key,
                 max_skew: i64::from(c.max_skew.max(1)),
                 group,
                 min_domains: c.min_domains.map(i64::from),
+                empty_selector,
             };
             if c.when_unsatisfiable == "ScheduleAnyway" {
                 prefs.push(Preference::Spread(s));
@@ -527,11 +573,15 @@ impl Snapshot {
         let class = self.pods[pod as usize].class as usize;
         let n = &self.nodes[node as usize];
         let info = &self.classes[class];
-        for &k in &self.keys {
+        // Terminating pods hold resources but no longer count for spread or affinity.
+        let counted = !self.pods[pod as usize].drain.terminating;
+        for &k in self.keys.iter().filter(|_| counted) {
             let Some(v) = n.labels.get(k) else { continue };
             for &g in &info.matches {
                 let c = self.counts.entry((k, v, g)).or_insert(0);
                 *c = (*c as i64 + delta).max(0) as u32;
+                let t = self.key_totals.entry((k, g)).or_insert(0);
+                *t = (*t as i64 + delta).max(0) as u32;
             }
         }
         let hard = info.levels.last().map(|l| &l.anti_affinity);
@@ -552,6 +602,7 @@ impl Snapshot {
         }
         self.stale_counts = false;
         self.counts.clear();
+        self.key_totals.clear();
         self.anti.clear();
         self.totals.iter_mut().for_each(|t| *t = 0);
         for p in 0..self.pods.len() {
@@ -614,8 +665,23 @@ impl Snapshot {
         for &p in &pods {
             self.unplace(p);
         }
-        self.nodes[node as usize].removed = true;
+        self.set_removed(node, true);
         pods
+    }
+
+    /// Takes a node out of (or back into) consideration, keeping per-key bookkeeping right.
+    pub fn set_removed(&mut self, node: NodeId, removed: bool) {
+        let n = &mut self.nodes[node as usize];
+        if n.removed == removed {
+            return;
+        }
+        n.removed = removed;
+        for &k in &self.keys {
+            if self.nodes[node as usize].labels.get(k).is_none() {
+                let m = self.missing.entry(k).or_insert(0);
+                *m = if removed { m.saturating_sub(1) } else { *m + 1 };
+            }
+        }
     }
 
     // ----- predicates -------------------------------------------------------------------------
@@ -663,18 +729,22 @@ impl Snapshot {
         {
             return Err(Reason::NodeAffinity);
         }
-        if let Some(zones) = &c.volume_zones {
-            if !labels.get(self.zone_key).is_some_and(|z| zones.contains(&z)) {
-                return Err(Reason::VolumeZone);
-            }
+        self.check_volume_zone(c, labels)
+    }
+
+    /// VolumeZone: a node without a zone label takes any volume (upstream).
+    fn check_volume_zone(&self, c: &Constraints, labels: &Labels) -> Result<(), Reason> {
+        match (&c.volume_zones, labels.get(self.zone_key)) {
+            (Some(zones), Some(z)) if !zones.contains(&z) => Err(Reason::VolumeZone),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Whether a node counts as a domain for a spread constraint of this pod: node affinity
     /// and selector are honoured, taints ignored (upstream's defaults).
     fn spread_eligible(&self, c: &Constraints, node: &Node) -> bool {
         !node.removed
+            && c.spread.iter().all(|s| node.labels.get(s.key).is_some())
             && c.node_selector.matches(&node.labels, &self.syms)
             && (c.node_terms.is_empty() || c.node_terms.iter().any(|t| t.matches(&node.labels, &self.syms)))
     }
@@ -686,6 +756,35 @@ impl Snapshot {
     /// Placed pods of group `g` in the domain `key=value`.
     pub fn count_in(&self, key: Sym, value: Sym, g: GroupId) -> u32 {
         self.count(key, value, g)
+    }
+
+    pub fn key_total(&self, key: Sym, g: GroupId) -> u32 {
+        self.key_totals.get(&(key, g)).copied().unwrap_or(0)
+    }
+
+    /// Pods of group `g` in domain `key=value` as topology spread counts them for a pod with
+    /// constraints `c`: only on nodes that pass its node affinity and carry all its spread keys.
+    pub fn domain_count(&self, c: &Constraints, key: Sym, value: Sym, g: GroupId) -> u32 {
+        let restricted = !c.node_selector.is_empty() || !c.node_terms.is_empty();
+        // Counts by `key` already leave out nodes without `key`; only nodes lacking another of
+        // the pod's spread keys need filtering out.
+        let complete = c.spread.iter().all(|s| s.key == key || self.missing.get(&s.key).copied().unwrap_or(0) == 0);
+        if !restricted && complete {
+            return self.count(key, value, g);
+        }
+        self.nodes
+            .iter()
+            .filter(|n| n.labels.get(key) == Some(value) && self.spread_eligible(c, n))
+            .map(|n| {
+                n.pods
+                    .iter()
+                    .filter(|&&p| {
+                        let pod = &self.pods[p as usize];
+                        !pod.drain.terminating && self.classes[pod.class as usize].matches.contains(&g)
+                    })
+                    .count() as u32
+            })
+            .sum()
     }
 
     /// Placed pods of group `g` anywhere.
@@ -704,7 +803,7 @@ impl Snapshot {
             if let Some(v) = n.labels.get(s.key) {
                 if !seen.contains(&v) && self.spread_eligible(c, n) {
                     seen.push(v);
-                    min = min.min(i64::from(self.count(s.key, v, s.group)));
+                    min = min.min(i64::from(self.domain_count(c, s.key, v, s.group)));
                 }
             }
         }
@@ -712,7 +811,7 @@ impl Snapshot {
             for &z in domains.zones {
                 if !seen.contains(&z) {
                     seen.push(z);
-                    min = min.min(i64::from(self.count(s.key, z, s.group)));
+                    min = min.min(i64::from(self.domain_count(c, s.key, z, s.group)));
                 }
             }
         }
@@ -731,28 +830,12 @@ impl Snapshot {
     /// `mins` holds the precomputed [`Snapshot::spread_min`] per spread constraint.
     pub fn check_dynamic(&self, class: ClassId, c: &Constraints, node: &Node, mins: &[i64]) -> Result<(), Reason> {
         debug_assert!(!self.stale_counts, "call Snapshot::ready() after adding classes");
+        self.check_fit(class, c, node)?;
         let info = &self.classes[class as usize];
-        if !c.host_ports.is_empty() {
-            let clash = c.host_ports.iter().any(|want| {
-                node.host_ports.iter().any(|have| {
-                    have.port == want.port
-                        && have.protocol == want.protocol
-                        && (have.ip == EMPTY || want.ip == EMPTY || have.ip == want.ip)
-                })
-            });
-            if clash {
-                return Err(Reason::HostPorts);
-            }
-        }
-        match info.class.requests.short(&node.used, &node.allocatable) {
-            None => {}
-            Some(model::Resource::Pods) => return Err(Reason::TooManyPods),
-            Some(r) => return Err(Reason::Insufficient(self.resource_name(r))),
-        }
         for (s, &min) in c.spread.iter().zip(mins) {
             let Some(v) = node.labels.get(s.key) else { return Err(Reason::TopologySpreadMissingLabel) };
-            let self_match = i64::from(info.matches.contains(&s.group));
-            if i64::from(self.count(s.key, v, s.group)) + self_match - min > s.max_skew {
+            let self_match = s.self_match(info.matches.contains(&s.group));
+            if i64::from(self.domain_count(c, s.key, v, s.group)) + self_match - min > s.max_skew {
                 return Err(Reason::TopologySpread);
             }
         }
@@ -760,9 +843,10 @@ impl Snapshot {
             let satisfied =
                 c.affinity.iter().all(|t| node.labels.get(t.key).is_some_and(|v| self.count(t.key, v, t.group) > 0));
             if !satisfied {
-                // The first pod of a group that selects itself may go anywhere.
+                // The first pod of a group that selects itself may go anywhere: no matching pod
+                // on any node that has the term's key.
                 let first =
-                    c.affinity.iter().all(|t| self.totals[t.group as usize] == 0 && info.matches.contains(&t.group));
+                    c.affinity.iter().all(|t| self.key_total(t.key, t.group) == 0 && info.matches.contains(&t.group));
                 let has_keys = c.affinity.iter().all(|t| node.labels.get(t.key).is_some());
                 if !(first && has_keys) {
                     return Err(Reason::PodAffinity);
@@ -788,6 +872,29 @@ impl Snapshot {
         Ok(())
     }
 
+    /// NodePorts and NodeResourcesFit.
+    fn check_fit(&self, class: ClassId, c: &Constraints, node: &Node) -> Result<(), Reason> {
+        let info = &self.classes[class as usize];
+        if !c.host_ports.is_empty() {
+            let clash = c.host_ports.iter().any(|want| {
+                node.host_ports.iter().any(|have| {
+                    have.port == want.port
+                        && have.protocol == want.protocol
+                        && (have.ip == EMPTY || want.ip == EMPTY || have.ip == want.ip)
+                })
+            });
+            if clash {
+                return Err(Reason::HostPorts);
+            }
+        }
+        match info.class.requests.short(&node.used, &node.allocatable) {
+            None => {}
+            Some(model::Resource::Pods) => return Err(Reason::TooManyPods),
+            Some(r) => return Err(Reason::Insufficient(self.resource_name(r))),
+        }
+        Ok(())
+    }
+
     pub fn resource_name(&self, r: model::Resource) -> String {
         match r {
             model::Resource::Cpu => "cpu".into(),
@@ -805,7 +912,13 @@ impl Snapshot {
         if n.removed {
             return Err(Reason::Removed);
         }
-        self.check_static(c, &n.labels, &n.taints, n.unschedulable)?;
+        if let Err(r) = self.check_static(c, &n.labels, &n.taints, n.unschedulable) {
+            // Upstream runs NodePorts and NodeResourcesFit before VolumeZone.
+            if r == Reason::VolumeZone {
+                self.check_fit(class, c, n)?;
+            }
+            return Err(r);
+        }
         let mins: Vec<i64> = c.spread.iter().map(|s| self.spread_min(c, s, domains)).collect();
         self.check_dynamic(class, c, n, &mins)
     }
