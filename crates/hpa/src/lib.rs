@@ -5,10 +5,13 @@
 //!   missing/unready fill-ins; Object and External Value/AverageValue).
 //! - [`normalize`]: stabilisation windows and rate limits, legacy and `behavior` paths, with the
 //!   condition reason upstream would set.
+//! - [`decide`]: the whole decision of one reconcile (branches, metrics, normalisation,
+//!   conditions), with the history that must survive restarts.
 //!
 //! Every result carries what produced it, so status, Events and `omniscale plan` can explain it.
 
 pub mod calc;
+pub mod decide;
 pub mod normalize;
 
 /// `within(r) ⇔ 1 − down ≤ r ≤ 1 + up`, bounds inclusive; upstream's default is 0.1 both ways,
