@@ -83,6 +83,7 @@ pub enum Grouping {
 
 /// The decision of one metric and what shaped it.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Proposal {
     pub replicas: i32,
     /// Usage ratio before fill-ins (what status reports).

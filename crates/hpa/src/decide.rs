@@ -40,6 +40,7 @@ pub enum Observation {
 
 /// Stabilisation and rate-limit memory, persisted in status so restarts forget nothing.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct History {
     pub recommendations: Vec<Recommendation>,
     pub scale_up_events: Vec<ScaleEvent>,
@@ -69,6 +70,7 @@ pub struct Input {
 
 /// A condition as upstream sets it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Cond {
     #[serde(rename = "type")]
     pub type_: &'static str,
@@ -90,6 +92,7 @@ pub enum MetricOutcome {
 
 /// The decision and why.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Decision {
     pub current: i32,
     /// What to set `/scale` to (equal to `current`: nothing to do).
@@ -123,6 +126,11 @@ pub fn decide(input: &Input, history: &mut History) -> Decision {
         conditions: vec![able],
         branch: "metrics",
     };
+    // Upstream seeds an unknown autoscaler's history with the current count, so a restart
+    // never scales down at once.
+    if history.recommendations.is_empty() {
+        history.recommendations.push(Recommendation { at: input.now, replicas: current });
+    }
     if current == 0 && min != 0 {
         decision.branch = "disabled";
         decision.conditions.push(cond(

@@ -12,6 +12,7 @@
 
 pub mod calc;
 pub mod decide;
+pub mod input;
 pub mod normalize;
 
 /// `within(r) ⇔ 1 − down ≤ r ≤ 1 + up`, bounds inclusive; upstream's default is 0.1 both ways,
@@ -31,5 +32,18 @@ impl Default for Tolerance {
 impl Tolerance {
     pub fn within(&self, ratio: f64) -> bool {
         1.0 - self.down <= ratio && ratio <= 1.0 + self.up
+    }
+
+    /// `behavior.scaleUp.tolerance` / `scaleDown.tolerance` (KEP-4951), else `default`.
+    pub fn from_behavior(
+        b: Option<&k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerBehavior>,
+        default: f64,
+    ) -> Self {
+        let pick = |r: Option<&k8s_openapi::api::autoscaling::v2::HPAScalingRules>| {
+            r.and_then(|r| r.tolerance.as_ref())
+                .and_then(|q| omniscale_api::quantity::Quantity::parse(&q.0).ok())
+                .map_or(default, |q| q.milli() as f64 / 1000.0)
+        };
+        Self { up: pick(b.and_then(|b| b.scale_up.as_ref())), down: pick(b.and_then(|b| b.scale_down.as_ref())) }
     }
 }

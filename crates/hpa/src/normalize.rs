@@ -6,6 +6,7 @@ use jiff::{SignedDuration, Timestamp};
 
 /// A past proposal, kept for the stabilisation windows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Recommendation {
     pub at: Timestamp,
     pub replicas: i32,
@@ -13,6 +14,7 @@ pub struct Recommendation {
 
 /// A past rescale, kept for rate limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ScaleEvent {
     pub at: Timestamp,
     pub change: i32,
@@ -62,6 +64,7 @@ impl Stabilization {
 
 /// The normalised decision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Normalized {
     pub replicas: i32,
     /// After the stabilisation window, before limits.
@@ -118,6 +121,7 @@ pub enum PolicyKind {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Policy {
     pub kind: PolicyKind,
     pub value: i32,
@@ -133,6 +137,7 @@ pub enum Select {
 
 /// One direction of `behavior`, defaults filled in.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Rules {
     pub window: SignedDuration,
     pub select: Select,
@@ -141,6 +146,7 @@ pub struct Rules {
 
 /// `behavior` with upstream's defaults for what is unset.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Behavior {
     pub up: Rules,
     pub down: Rules,

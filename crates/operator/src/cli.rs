@@ -38,9 +38,9 @@ pub enum Command {
     Crds,
     /// Print the version.
     Version,
-    /// Run omniscale on an embedded simulated cluster with an example scenario (not built yet).
+    /// Run omniscale on an embedded simulated cluster with an example scenario.
     Sim(SimArgs),
-    /// Show what omniscale would decide for resources read from files (not built yet).
+    /// Show what omniscale would decide for resources read from files, and why (horizontal).
     Plan(PlanArgs),
 }
 
@@ -116,8 +116,25 @@ pub struct SimArgs {
 /// Flags of `omniscale plan`.
 #[derive(Debug, Clone, Args)]
 pub struct PlanArgs {
-    /// YAML or JSON files as `kubectl get -o yaml` writes them.
+    /// YAML or JSON files as `kubectl get -o yaml` writes them: Autoscalers, their target
+    /// workloads, Pods and PodMetrics (one or many documents, or `kind: List`).
+    #[arg(required = true)]
     pub files: Vec<PathBuf>,
+    /// The time to decide at (RFC 3339); defaults to now.
+    #[arg(long)]
+    pub now: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = PlanOutput::Table)]
+    pub output: PlanOutput,
+}
+
+/// Output of `omniscale plan`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlanOutput {
+    /// One line per Autoscaler.
+    Table,
+    /// The full decisions with explanations (stable, documented in the README).
+    Json,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -27,9 +27,9 @@ pub enum Error {
     /// The simulated cluster failed to start or run.
     #[error("simulated cluster: {0}")]
     Sim(String),
-    /// A subcommand that a later milestone delivers.
-    #[error("`omniscale {0}` is not built yet: {1}")]
-    NotBuilt(&'static str, &'static str),
+    /// `omniscale plan` input that cannot be used (names the file, document and field).
+    #[error("plan: {0}")]
+    Plan(#[from] crate::plan::PlanError),
 }
 
 impl Error {
@@ -43,7 +43,7 @@ impl Error {
             Error::Timing(_) => "config",
             Error::Sim(_) => "sim",
             Error::Io(_) => "io",
-            Error::NotBuilt(..) => "not_built",
+            Error::Plan(_) => "input",
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod error;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod plan;
 pub mod run;
 pub mod sim;
 pub mod targets;
@@ -38,6 +39,9 @@ pub async fn execute(cli: cli::Cli) -> Result<()> {
             Ok(())
         }
         cli::Command::Sim(args) => sim::sim(args).await,
-        cli::Command::Plan(_) => Err(Error::NotBuilt("plan", "offline planning arrives with issue #5")),
+        cli::Command::Plan(args) => {
+            println!("{}", plan::run(&args)?);
+            Ok(())
+        }
     }
 }

@@ -1,0 +1,97 @@
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+//! `omniscale plan`: decisions and explanations from files, and precise errors for bad input.
+
+use omniscale_operator::cli::{Cli, Command, PlanArgs};
+use omniscale_operator::plan;
+use serde_json::Value;
+use std::path::PathBuf;
+
+fn example(p: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(p)
+}
+
+fn args(extra: &[&str]) -> PlanArgs {
+    let mut argv = vec!["omniscale", "plan"];
+    argv.extend_from_slice(extra);
+    let Command::Plan(a) = clap::Parser::try_parse_from(argv).map(|c: Cli| c.command).unwrap() else { panic!() };
+    a
+}
+
+fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+#[test]
+fn php_apache_snapshot_scales_up_within_the_rate_limit() {
+    let a = example("php-apache/autoscaler.yaml");
+    let c = example("php-apache/plan/cluster.yaml");
+    let out =
+        plan::run(&args(&["-o", "json", "--now", "2026-01-01T12:01:00Z", a.to_str().unwrap(), c.to_str().unwrap()]))
+            .unwrap();
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let a = &v["autoscalers"][0];
+    assert_eq!((a["namespace"].as_str(), a["name"].as_str()), (Some("default"), Some("php-apache")));
+    let h = &a["horizontal"];
+    // 480m of a 200m request is 240% against a 50% target: ratio 4.8 → 5 pods, but the legacy
+    // scale-up limit from 1 replica is max(2 × 1, 4) = 4.
+    assert_eq!(h["currentReplicas"], 1);
+    assert_eq!(h["proposedReplicas"], 5);
+    assert_eq!(h["desiredReplicas"], 4);
+    let m = &h["metrics"][0];
+    assert_eq!((m["type"].as_str(), m["name"].as_str()), (Some("Resource"), Some("cpu")));
+    assert_eq!(m["proposal"]["utilization"], 240);
+    assert_eq!(m["proposal"]["readyPods"], 1);
+    let limited = h["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "ScalingLimited").unwrap();
+    assert_eq!((limited["status"].as_str(), limited["reason"].as_str()), (Some("True"), Some("ScaleUpLimit")));
+    let table = plan::run(&args(&["--now", "2026-01-01T12:01:00Z", &autoscaler(), c.to_str().unwrap()])).unwrap();
+    assert!(table.lines().nth(1).unwrap().contains("cpu 240% → 5; ScaleUpLimit"), "{table}");
+}
+
+fn autoscaler() -> String {
+    example("php-apache/autoscaler.yaml").to_string_lossy().into_owned()
+}
+
+#[test]
+fn a_pod_still_starting_is_not_trusted_for_cpu() {
+    // Ten seconds after the pod started, its first cpu sample covers its start-up: the pod counts
+    // as unready, and a lone unready pod leaves nothing to measure.
+    let dir = std::env::temp_dir().join(format!("omniscale-plan-start-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = std::fs::read_to_string(example("php-apache/plan/cluster.yaml")).unwrap();
+    let c = write(&dir, "starting.yaml", &text.replace("2026-01-01T12:00:50Z", "2026-01-01T11:40:12Z"));
+    let out = plan::run(&args(&["-o", "json", "--now", "2026-01-01T11:40:15Z", &autoscaler(), &c])).unwrap();
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let h = &v["autoscalers"][0]["horizontal"];
+    assert_eq!(h["branch"], "metrics failed");
+    assert_eq!(h["desiredReplicas"], 1);
+    assert_eq!(h["metrics"][0]["error"]["reason"], "FailedGetResourceMetric");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_input_names_the_document_and_field() {
+    let dir = std::env::temp_dir().join(format!("omniscale-plan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = write(
+        &dir,
+        "bad.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n---\napiVersion: omniscale.dev/v1alpha1\nkind: Autoscaler\nmetadata: {name: web, namespace: team}\nspec:\n  targetRef: {apiVersion: apps/v1, kind: Deployment, name: web}\n  horizontal: {maxReplicas: ten}\n",
+    );
+    let e = plan::run(&args(&[&bad])).unwrap_err().to_string();
+    assert!(e.contains("bad.yaml: document 2 (Autoscaler team/web): field spec.horizontal.maxReplicas:"), "{e}");
+    let broken = write(&dir, "broken.yaml", "kind: [unclosed\n");
+    let e = plan::run(&args(&[&broken])).unwrap_err().to_string();
+    assert!(e.contains("broken.yaml: document 1: not YAML or JSON"), "{e}");
+    let nothing = write(&dir, "empty.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n");
+    assert!(plan::run(&args(&[&nothing])).unwrap_err().to_string().contains("no Autoscaler"));
+    let e = plan::run(&args(&["--now", "yesterday", &nothing])).unwrap_err().to_string();
+    assert!(e.contains("--now \"yesterday\""), "{e}");
+    // A missing target is reported per Autoscaler, the others are still planned.
+    let out = plan::run(&args(&["-o", "json", &autoscaler()])).unwrap();
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["autoscalers"][0]["errors"][0], "target Deployment default/php-apache is not in the input");
+    assert!(v["autoscalers"][0]["horizontal"].is_null());
+    let _ = std::fs::remove_dir_all(&dir);
+}
