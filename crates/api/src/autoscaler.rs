@@ -297,6 +297,39 @@ pub struct HorizontalStatus {
     /// Last read value of each metric.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_metrics: Option<Vec<MetricStatus>>,
+    /// What the stabilisation windows and rate limits remember. Upstream keeps this in the
+    /// controller's memory and forgets it on restart; here it survives restarts and leader
+    /// changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<HorizontalHistory>,
+}
+
+/// Recent recommendations and rescales of the horizontal engine.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct HorizontalHistory {
+    /// Recent proposals (for stabilisation windows).
+    #[serde(default)]
+    #[schemars(length(max = 128))]
+    pub recommendations: Vec<TimedCount>,
+    /// Recent scale-ups, by how many replicas (for scale-up policies).
+    #[serde(default)]
+    #[schemars(length(max = 128))]
+    pub scale_up_events: Vec<TimedCount>,
+    /// Recent scale-downs, by how many replicas (for scale-down policies).
+    #[serde(default)]
+    #[schemars(length(max = 128))]
+    pub scale_down_events: Vec<TimedCount>,
+}
+
+/// A replica count (or change) at a time.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TimedCount {
+    /// When.
+    pub time: Time,
+    /// How many replicas.
+    pub replicas: i32,
 }
 
 /// Vertical results, as the VPA status.

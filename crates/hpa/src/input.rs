@@ -265,3 +265,44 @@ pub fn ready_pods(pods: &[Pod]) -> usize {
         })
         .count()
 }
+
+fn duration(s: Option<&str>, default: SignedDuration) -> SignedDuration {
+    s.and_then(|s| omniscale_api::duration::parse_duration(s).ok())
+        .and_then(|d| SignedDuration::try_from(d).ok())
+        .unwrap_or(default)
+}
+
+/// The engine input for an Autoscaler's horizontal spec, with upstream's defaults for
+/// everything the spec leaves out (tolerance 0.1, 5m cpu initialisation, 30s readiness delay,
+/// 5m scale-down window, scale-up factor 2).
+pub fn engine_input(
+    h: &omniscale_api::autoscaler::HorizontalSpec,
+    spec_replicas: i32,
+    status_replicas: i32,
+    ready_pods: usize,
+    metrics: Vec<Observation>,
+    now: Timestamp,
+) -> crate::decide::Input {
+    let defaults = crate::calc::Timing::default();
+    let window = SignedDuration::from_mins(5);
+    crate::decide::Input {
+        min: h.min_replicas(),
+        max: h.max_replicas,
+        spec_replicas,
+        status_replicas,
+        ready_pods,
+        metrics,
+        behavior: h.behavior.as_ref().map(|b| crate::normalize::Behavior::from_api(b, window)),
+        tolerance: crate::Tolerance::from_behavior(h.behavior.as_ref(), 0.1),
+        timing: crate::calc::Timing {
+            cpu_initialization_period: duration(
+                h.cpu_initialization_period.as_deref(),
+                defaults.cpu_initialization_period,
+            ),
+            initial_readiness_delay: duration(h.initial_readiness_delay.as_deref(), defaults.initial_readiness_delay),
+        },
+        downscale_window: window,
+        scale_up_factor: 2.0,
+        now,
+    }
+}

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod controller;
 pub mod error;
+pub mod horizontal;
 pub mod http;
 pub mod leader;
 pub mod metrics;

@@ -8,13 +8,11 @@
 //! "metrics": [...], "normalization", "conditions": [...]}, "errors": [...]}]}`.
 
 use crate::cli::{PlanArgs, PlanOutput};
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use omniscale_api::Autoscaler;
-use omniscale_hpa::calc::Timing;
-use omniscale_hpa::decide::{self, Decision, History, Input, MetricOutcome};
+use omniscale_hpa::decide::{self, Decision, History, MetricOutcome};
 use omniscale_hpa::input::{self, MetricsByPod, PodMetrics};
-use omniscale_hpa::normalize::Behavior;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
@@ -92,12 +90,6 @@ fn classify(v: Value, at: &str, into: &mut Inputs) -> Result<(), PlanError> {
     Ok(())
 }
 
-fn duration(s: Option<&str>, default: SignedDuration) -> SignedDuration {
-    s.and_then(|s| omniscale_api::duration::parse_duration(s).ok())
-        .and_then(|d| SignedDuration::try_from(d).ok())
-        .unwrap_or(default)
-}
-
 /// The decision for one Autoscaler, as JSON.
 pub fn plan_one(a: &Autoscaler, inputs: &Inputs, now: Timestamp) -> Value {
     let ns = a.metadata.namespace.clone().unwrap_or_else(|| "default".into());
@@ -132,28 +124,8 @@ pub fn plan_one(a: &Autoscaler, inputs: &Inputs, now: Timestamp) -> Value {
     let none = |_: decide::Kind, _: &str| None;
     let observations: Vec<decide::Observation> =
         specs.iter().map(|s| input::observe(s, &pods, &metrics, &none)).collect();
-    let defaults = Timing::default();
-    let behavior = h.behavior.as_ref().map(|b| Behavior::from_api(b, SignedDuration::from_mins(5)));
-    let engine_input = Input {
-        min: h.min_replicas(),
-        max: h.max_replicas,
-        spec_replicas,
-        status_replicas,
-        ready_pods: input::ready_pods(&pods),
-        metrics: observations,
-        behavior,
-        tolerance: omniscale_hpa::Tolerance::from_behavior(h.behavior.as_ref(), 0.1),
-        timing: Timing {
-            cpu_initialization_period: duration(
-                h.cpu_initialization_period.as_deref(),
-                defaults.cpu_initialization_period,
-            ),
-            initial_readiness_delay: duration(h.initial_readiness_delay.as_deref(), defaults.initial_readiness_delay),
-        },
-        downscale_window: SignedDuration::from_mins(5),
-        scale_up_factor: 2.0,
-        now,
-    };
+    let engine_input =
+        input::engine_input(h, spec_replicas, status_replicas, input::ready_pods(&pods), observations, now);
     let d = decide::decide(&engine_input, &mut History::default());
     out["horizontal"] = horizontal_json(&d, &specs);
     out

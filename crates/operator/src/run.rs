@@ -26,6 +26,7 @@ use crate::{
     Result,
     cli::RunArgs,
     controller::{self, Context},
+    horizontal,
     http::{self, HttpState},
     leader::{LeaderElector, LeaseTiming},
     metrics::Metrics,
@@ -204,7 +205,9 @@ async fn operate(
         metrics.leader.set(1);
         info!("leading: controllers started");
         tokio::select! {
-            () = controller::run(ctx.clone()) => warn!("controllers stopped unexpectedly"),
+            _ = futures::future::join(controller::run(ctx.clone()), horizontal::run(ctx.clone(), args.dry_run)) => {
+                warn!("controllers stopped unexpectedly")
+            }
             r = leader_rx.wait_for(|l| !*l) => if r.is_ok() { warn!("leadership lost: controllers stopped") },
             () = shutdown.cancelled() => {}
         }

@@ -8,6 +8,10 @@ use omniscale_sim::world::report::Timeline;
 
 /// Runs `examples/<name>` for `duration` simulated seconds at 60x and returns its timeline.
 async fn run_example(name: &str, duration: u32) -> (Timeline, std::path::PathBuf) {
+    run_example_at(name, duration, 60).await
+}
+
+async fn run_example_at(name: &str, duration: u32, speed: u32) -> (Timeline, std::path::PathBuf) {
     omniscale_operator::install_crypto_provider();
     let dir = std::env::temp_dir().join(format!("omniscale-sim-{name}-{}", std::process::id()));
     let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(name);
@@ -18,7 +22,7 @@ async fn run_example(name: &str, duration: u32) -> (Timeline, std::path::PathBuf
         "--scenario",
         example.to_str().unwrap(),
         "--speed",
-        "60",
+        &speed.to_string(),
         "--duration",
         &duration.to_string(),
         "--report-dir",
@@ -32,22 +36,32 @@ async fn run_example(name: &str, duration: u32) -> (Timeline, std::path::PathBuf
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn php_apache_scenario_runs_and_reports() {
-    // Two simulated minutes: load starts at one minute.
-    let (timeline, dir) = run_example("php-apache", 120).await;
+async fn php_apache_scales_up_under_load_and_back_down_after_the_window() {
+    // The walkthrough: load from minute 1 to minute 8; 14 simulated minutes at 120x.
+    let (timeline, dir) = run_example_at("php-apache", 840, 120).await;
     let report = dir.join("report");
     assert_eq!(timeline.scenario, "php-apache");
-    assert!(timeline.samples.len() >= 6, "one sample every 15 s over 2 minutes: {}", timeline.samples.len());
-    let last = timeline.samples.last().unwrap();
-    assert_eq!(last.ready_nodes, 3);
-    let php = last.workloads.iter().find(|w| w.name == "php-apache").expect("php-apache sampled");
-    assert_eq!(php.ready, 1);
-    assert_eq!(php.cpu_request_millis, 200.0);
-    // 100 rps at 4.8m each is 480m on one pod: 240% of the 200m request (below the 500m limit).
-    let util = php.cpu_utilization_percent.expect("utilisation measured");
-    assert!((util - 240.0).abs() < 1.0, "{util}");
-    let before_load = &timeline.samples[1].workloads[0];
-    assert!(before_load.cpu_utilization_percent.unwrap_or(0.0) < 5.0);
+    assert!(timeline.samples.len() >= 50, "one sample every 15 s: {}", timeline.samples.len());
+    let php = |t_min: f64, t_max: f64| -> Vec<&omniscale_sim::world::report::WorkloadSample> {
+        timeline
+            .samples
+            .iter()
+            .filter(|s| s.t >= t_min && s.t < t_max)
+            .filter_map(|s| s.workloads.iter().find(|w| w.name == "php-apache"))
+            .collect()
+    };
+    // Before the load: one replica, idle.
+    assert!(php(20.0, 60.0).iter().all(|w| w.replicas == 1 && w.cpu_utilization_percent.unwrap_or(0.0) < 5.0));
+    // Under load the count climbs (the first step is limited to max(2 × 1, 4) = 4) and settles
+    // where utilisation is near the 50% target, as upstream's walkthrough does.
+    let loaded = php(240.0, 480.0);
+    let peak = loaded.iter().map(|w| w.replicas).max().unwrap();
+    assert!((4..=7).contains(&peak), "peak {peak}");
+    let util = loaded.last().unwrap().cpu_utilization_percent.unwrap();
+    assert!((35.0..=60.0).contains(&util), "settled utilisation {util}");
+    // After the load stops the count holds for the 5-minute window, then returns to 1.
+    assert!(php(500.0, 760.0).iter().all(|w| w.replicas == peak), "held during the stabilisation window");
+    assert_eq!(php(820.0, 841.0).last().unwrap().replicas, 1);
     let svg = std::fs::read_to_string(report.join("chart.svg")).unwrap();
     assert!(svg.starts_with("<svg") || svg.starts_with("<?xml"), "{}", &svg[..40]);
     let _ = std::fs::remove_dir_all(&dir);
