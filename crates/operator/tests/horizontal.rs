@@ -1,0 +1,132 @@
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+//! The horizontal shell against the simulated cluster: `mode: Recommend` publishes without
+//! scaling, `Auto` scales, and the decision history is persisted in status.
+
+use clap::Parser;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use omniscale_api::Autoscaler;
+use omniscale_operator::cli::{Cli, Command};
+use omniscale_sim::control::World;
+use omniscale_sim::runtime::{self, SimOptions};
+use omniscale_sim::world::load::ContainerUsage;
+use omniscale_sim::world::scenario::{StaticNodes, WorkloadSpec};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..300 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recommend_publishes_without_scaling_then_auto_scales() {
+    omniscale_operator::install_crypto_provider();
+    let mut world = World::default();
+    world.static_nodes = vec![StaticNodes::of_type("node", 3, "m5.large")];
+    // Each pod of `web` burns 400m against a 100m request: 400% of request, target 50%.
+    world.workloads = vec![WorkloadSpec {
+        namespace: "default".into(),
+        name: "web".into(),
+        load: None,
+        containers: BTreeMap::from([(
+            "c".to_owned(),
+            ContainerUsage { cpu_millis: 400.0, memory_mib: 10.0, jitter: 0.0 },
+        )]),
+    }];
+    let sim = runtime::start(SimOptions { speed: 60.0, ..SimOptions::default() }, world).await.unwrap();
+    let client = kube::Client::try_from(kube::Config::new(sim.url.parse().unwrap())).unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for doc in serde_yaml::Deserializer::from_str(&omniscale_api::render_crds_yaml().unwrap()) {
+        let crd: CustomResourceDefinition = serde::Deserialize::deserialize(doc).unwrap();
+        crds.create(&PostParams::default(), &crd).await.unwrap();
+    }
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "omniscale-system"}})).unwrap();
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let d: Deployment = serde_json::from_value(json!({"metadata": {"name": "web"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [
+                {"name": "c", "image": "nginx", "resources": {"requests": {"cpu": "100m"}}}]}}}}))
+    .unwrap();
+    deploys.create(&PostParams::default(), &d).await.unwrap();
+    let autoscalers: Api<Autoscaler> = Api::namespaced(client.clone(), "default");
+    let a: Autoscaler = serde_json::from_value(json!({"apiVersion": "omniscale.dev/v1alpha1", "kind": "Autoscaler",
+        "metadata": {"name": "web"},
+        "spec": {"mode": "Recommend", "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+            "horizontal": {"minReplicas": 1, "maxReplicas": 10, "metrics": [{"type": "Resource",
+                "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}}]}}}))
+    .unwrap();
+    autoscalers.create(&PostParams::default(), &a).await.unwrap();
+
+    let kubeconfig = std::env::temp_dir().join(format!("omniscale-horizontal-{}.kubeconfig", std::process::id()));
+    std::fs::write(&kubeconfig, sim.kubeconfig()).unwrap();
+    let cli = Cli::try_parse_from([
+        "omniscale",
+        "run",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--pod-name",
+        "test",
+        "--http-addr",
+        "127.0.0.1:0",
+    ])
+    .unwrap();
+    let Command::Run(args) = cli.command else { panic!("run args") };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let operator =
+        tokio::spawn(omniscale_operator::run::run_with(*args, stop.clone(), sim.cluster.shared.clock.clone()));
+
+    // Recommend: the decision is published, the Deployment is left alone.
+    eventually("a published recommendation", || async {
+        let a = autoscalers.get("web").await.unwrap();
+        let h = a.status.as_ref().and_then(|s| s.horizontal.as_ref());
+        h.and_then(|h| h.desired_replicas).is_some_and(|d| d >= 4)
+            && h.and_then(|h| h.history.as_ref()).is_some_and(|h| !h.recommendations.is_empty())
+    })
+    .await;
+    let a = autoscalers.get("web").await.unwrap();
+    let conds = &a.status.as_ref().unwrap().conditions;
+    let active = conds.iter().find(|c| c.type_ == "ScalingActive").unwrap();
+    assert_eq!((active.status.as_str(), active.reason.as_str()), ("True", "ValidMetricFound"));
+    assert!(conds.iter().any(|c| c.type_ == "Ready"), "the validation controller's condition is kept");
+    let metrics = a.status.as_ref().unwrap().horizontal.as_ref().unwrap().current_metrics.clone().unwrap();
+    assert_eq!(metrics[0].resource.as_ref().unwrap().current.average_utilization, Some(400));
+    assert_eq!(deploys.get("web").await.unwrap().spec.unwrap().replicas, Some(1), "Recommend never scales");
+
+    // Auto: the same decision is acted on, with an Event.
+    let patch = json!({"spec": {"mode": "Auto"}});
+    autoscalers.patch("web", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    eventually("the Deployment scaled", || async {
+        deploys.get("web").await.unwrap().spec.unwrap().replicas.unwrap_or(0) >= 4
+    })
+    .await;
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    eventually("a SuccessfulRescale event", || async {
+        let list = events.list(&ListParams::default()).await.unwrap();
+        list.items.iter().any(|e| e.reason.as_deref() == Some("SuccessfulRescale"))
+    })
+    .await;
+    let a = autoscalers.get("web").await.unwrap();
+    let h = a.status.unwrap().horizontal.unwrap();
+    assert!(h.last_scale_time.is_some());
+    assert!(!h.history.unwrap().recommendations.is_empty());
+
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), operator).await;
+    let _ = std::fs::remove_file(&kubeconfig);
+    sim.shutdown().await;
+}
