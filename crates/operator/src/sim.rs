@@ -120,7 +120,9 @@ async fn scenario(args: &SimArgs, dir: &Path) -> Result<()> {
         create(&cluster, doc)?;
     }
     // The operator, unmodified, against the simulated API server.
-    let kubeconfig = std::env::temp_dir().join(format!("omniscale-sim-{}.kubeconfig", std::process::id()));
+    // One file per simulated cluster: several may run in one process (tests).
+    let port = running.url.rsplit(':').next().unwrap_or("0");
+    let kubeconfig = std::env::temp_dir().join(format!("omniscale-sim-{}-{port}.kubeconfig", std::process::id()));
     std::fs::write(&kubeconfig, running.kubeconfig())?;
     let cli = Cli::try_parse_from([
         "omniscale",

@@ -32,8 +32,17 @@ where
     panic!("timed out waiting for {what}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recommend_publishes_without_scaling_then_auto_scales() {
+/// A simulated cluster whose `web` Deployment (1 replica, 100m request) burns 400m per pod, an
+/// Autoscaler for it in `mode`, and the operator running against it.
+struct Setup {
+    sim: runtime::Running,
+    client: kube::Client,
+    stop: tokio_util::sync::CancellationToken,
+    operator: tokio::task::JoinHandle<omniscale_operator::Result<()>>,
+    kubeconfig: std::path::PathBuf,
+}
+
+async fn setup(mode: &str, dry_run: bool) -> Setup {
     omniscale_operator::install_crypto_provider();
     let mut world = World::default();
     world.static_nodes = vec![StaticNodes::of_type("node", 3, "m5.large")];
@@ -66,31 +75,39 @@ async fn recommend_publishes_without_scaling_then_auto_scales() {
     let autoscalers: Api<Autoscaler> = Api::namespaced(client.clone(), "default");
     let a: Autoscaler = serde_json::from_value(json!({"apiVersion": "omniscale.dev/v1alpha1", "kind": "Autoscaler",
         "metadata": {"name": "web"},
-        "spec": {"mode": "Recommend", "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+        "spec": {"mode": mode, "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
             "horizontal": {"minReplicas": 1, "maxReplicas": 10, "metrics": [{"type": "Resource",
                 "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}}]}}}))
     .unwrap();
     autoscalers.create(&PostParams::default(), &a).await.unwrap();
 
-    let kubeconfig = std::env::temp_dir().join(format!("omniscale-horizontal-{}.kubeconfig", std::process::id()));
+    let kubeconfig =
+        std::env::temp_dir().join(format!("omniscale-horizontal-{}-{mode}-{dry_run}.kubeconfig", std::process::id()));
     std::fs::write(&kubeconfig, sim.kubeconfig()).unwrap();
-    let cli = Cli::try_parse_from([
-        "omniscale",
-        "run",
-        "--kubeconfig",
-        kubeconfig.to_str().unwrap(),
-        "--pod-name",
-        "test",
-        "--http-addr",
-        "127.0.0.1:0",
-    ])
-    .unwrap();
+    let mut argv = vec!["omniscale", "run", "--kubeconfig", kubeconfig.to_str().unwrap(), "--pod-name", "test"];
+    argv.extend(["--http-addr", "127.0.0.1:0"]);
+    if dry_run {
+        argv.push("--dry-run");
+    }
+    let cli = Cli::try_parse_from(argv).unwrap();
     let Command::Run(args) = cli.command else { panic!("run args") };
     let stop = tokio_util::sync::CancellationToken::new();
     let operator =
         tokio::spawn(omniscale_operator::run::run_with(*args, stop.clone(), sim.cluster.shared.clock.clone()));
 
-    // Recommend: the decision is published, the Deployment is left alone.
+    Setup { sim, client, stop, operator, kubeconfig }
+}
+
+impl Setup {
+    async fn finish(self) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.operator).await;
+        let _ = std::fs::remove_file(&self.kubeconfig);
+        self.sim.shutdown().await;
+    }
+}
+
+async fn published(autoscalers: &Api<Autoscaler>) {
     eventually("a published recommendation", || async {
         let a = autoscalers.get("web").await.unwrap();
         let h = a.status.as_ref().and_then(|s| s.horizontal.as_ref());
@@ -98,6 +115,16 @@ async fn recommend_publishes_without_scaling_then_auto_scales() {
             && h.and_then(|h| h.history.as_ref()).is_some_and(|h| !h.recommendations.is_empty())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recommend_publishes_without_scaling_then_auto_scales() {
+    let t = setup("Recommend", false).await;
+    let client = t.client.clone();
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let autoscalers: Api<Autoscaler> = Api::namespaced(client.clone(), "default");
+    // Recommend: the decision is published, the Deployment is left alone.
+    published(&autoscalers).await;
     let a = autoscalers.get("web").await.unwrap();
     let conds = &a.status.as_ref().unwrap().conditions;
     let active = conds.iter().find(|c| c.type_ == "ScalingActive").unwrap();
@@ -125,8 +152,17 @@ async fn recommend_publishes_without_scaling_then_auto_scales() {
     assert!(h.last_scale_time.is_some());
     assert!(!h.history.unwrap().recommendations.is_empty());
 
-    stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(5), operator).await;
-    let _ = std::fs::remove_file(&kubeconfig);
-    sim.shutdown().await;
+    t.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_publishes_but_never_scales() {
+    let t = setup("Auto", true).await;
+    let deploys: Api<Deployment> = Api::namespaced(t.client.clone(), "default");
+    let autoscalers: Api<Autoscaler> = Api::namespaced(t.client.clone(), "default");
+    published(&autoscalers).await;
+    // Several more sync periods: still one replica.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(deploys.get("web").await.unwrap().spec.unwrap().replicas, Some(1));
+    t.finish().await;
 }
