@@ -10,6 +10,7 @@ pub mod duration;
 pub mod nodepool;
 pub mod quantity;
 mod schema;
+pub mod selector;
 
 pub use autoscaler::{Autoscaler, AutoscalerSpec, AutoscalerStatus};
 pub use nodepool::{NodePool, NodePoolSpec, NodePoolStatus};

@@ -36,9 +36,39 @@ pub const FIELD_MANAGER: &str = "omniscale-horizontal";
 /// Upstream's `--horizontal-pod-autoscaler-sync-period`.
 pub const SYNC_PERIOD: Duration = Duration::from_secs(15);
 
+/// What one sync cycle has read, per namespace: Pods and PodMetrics are listed once per
+/// namespace per cycle however many Autoscalers live there.
+#[derive(Debug, Default)]
+pub struct Cycle {
+    pods: std::collections::HashMap<String, Vec<Pod>>,
+    metrics: std::collections::HashMap<String, Result<MetricsByPod, String>>,
+}
+
+impl Cycle {
+    async fn pods(&mut self, ctx: &Context, ns: &str) -> Result<&Vec<Pod>> {
+        if !self.pods.contains_key(ns) {
+            let list = Api::<Pod>::namespaced(ctx.client.clone(), ns).list(&ListParams::default()).await?.items;
+            self.pods.insert(ns.to_owned(), list);
+        }
+        Ok(self.pods.get(ns).map_or(&EMPTY, |p| p))
+    }
+
+    async fn metrics(&mut self, ctx: &Context, ns: &str) -> &Result<MetricsByPod, String> {
+        if !self.metrics.contains_key(ns) {
+            let m = pod_metrics(ctx, ns).await;
+            self.metrics.insert(ns.to_owned(), m);
+        }
+        self.metrics.get(ns).unwrap_or(&NO_METRICS)
+    }
+}
+
+static EMPTY: Vec<Pod> = Vec::new();
+static NO_METRICS: Result<MetricsByPod, String> = Ok(MetricsByPod::new());
+
 /// Runs until dropped (the leader section drops it when leadership is lost).
 pub async fn run(ctx: Arc<Context>, dry_run: bool) {
     loop {
+        let mut cycle = Cycle::default();
         let api: Api<DeserializeGuard<Autoscaler>> = match &ctx.namespace {
             Some(ns) => Api::namespaced(ctx.client.clone(), ns),
             None => Api::all(ctx.client.clone()),
@@ -51,7 +81,7 @@ pub async fn run(ctx: Arc<Context>, dry_run: bool) {
                     }
                     let span = tracing::info_span!("horizontal", autoscaler = %format!("{}/{}", a.namespace().unwrap_or_default(), a.name_any()));
                     let _guard = span.enter();
-                    if let Err(e) = reconcile(&ctx, &a, dry_run).await {
+                    if let Err(e) = reconcile(&ctx, &a, dry_run, &mut cycle).await {
                         warn!(error = %e, "horizontal reconcile failed; retrying next period");
                     }
                 }
@@ -99,7 +129,7 @@ fn history_to(h: &History, now: Timestamp) -> HorizontalHistory {
 }
 
 /// One Autoscaler, one decision.
-pub async fn reconcile(ctx: &Context, a: &Autoscaler, dry_run: bool) -> Result<()> {
+pub async fn reconcile(ctx: &Context, a: &Autoscaler, dry_run: bool, cycle: &mut Cycle) -> Result<()> {
     let Some(h) = &a.spec.horizontal else { return Ok(()) };
     let ns = a.namespace().unwrap_or_else(|| "default".into());
     let t = &a.spec.target_ref;
@@ -135,13 +165,31 @@ pub async fn reconcile(ctx: &Context, a: &Autoscaler, dry_run: bool) -> Result<(
     let status_replicas = scale["status"]["replicas"].as_i64().map_or(spec_replicas, |r| r as i32);
     let selector = scale["status"]["selector"].as_str().unwrap_or_default().to_owned();
     let specs = input::metric_specs(h.metrics.as_deref());
-    let (pods, metrics, metrics_error) = if selector.is_empty() {
-        (Vec::new(), MetricsByPod::new(), Some("the target's scale has no selector".to_owned()))
-    } else {
-        let lp = ListParams::default().labels(&selector);
-        let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns).list(&lp).await?.items;
-        let (m, err) = pod_metrics(ctx, &ns, &lp).await;
-        (pods, m, err)
+    let (pods, metrics, metrics_error) = match omniscale_api::selector::LabelSelector::parse(&selector) {
+        _ if selector.is_empty() => {
+            (Vec::new(), MetricsByPod::new(), Some("the target's scale has no selector".to_owned()))
+        }
+        Err(e) => (Vec::new(), MetricsByPod::new(), Some(format!("the target's selector is invalid: {e}"))),
+        Ok(sel) => {
+            let pods: Vec<Pod> = cycle
+                .pods(ctx, &ns)
+                .await?
+                .iter()
+                .filter(|p| p.metadata.labels.as_ref().map_or(sel.is_empty(), |l| sel.matches(l)))
+                .cloned()
+                .collect();
+            match cycle.metrics(ctx, &ns).await {
+                Ok(all) => {
+                    let mine: MetricsByPod = pods
+                        .iter()
+                        .filter_map(|p| p.metadata.name.as_ref())
+                        .filter_map(|n| all.get(n).map(|m| (n.clone(), m.clone())))
+                        .collect();
+                    (pods, mine, None)
+                }
+                Err(e) => (pods, MetricsByPod::new(), Some(e.clone())),
+            }
+        }
     };
     let none = |_: decide::Kind, _: &str| None;
     let observations: Vec<Observation> = specs
@@ -262,7 +310,7 @@ fn rescale_reason(d: &Decision) -> String {
     }
 }
 
-async fn pod_metrics(ctx: &Context, ns: &str, lp: &ListParams) -> (MetricsByPod, Option<String>) {
+async fn pod_metrics(ctx: &Context, ns: &str) -> Result<MetricsByPod, String> {
     let ar = ApiResource {
         group: "metrics.k8s.io".into(),
         version: "v1beta1".into(),
@@ -271,7 +319,7 @@ async fn pod_metrics(ctx: &Context, ns: &str, lp: &ListParams) -> (MetricsByPod,
         plural: "pods".into(),
     };
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &ar);
-    match api.list(lp).await {
+    match api.list(&ListParams::default()).await {
         Ok(list) => {
             let mut out = MetricsByPod::new();
             for item in list.items {
@@ -283,9 +331,9 @@ async fn pod_metrics(ctx: &Context, ns: &str, lp: &ListParams) -> (MetricsByPod,
                     Err(e) => debug!(pod = %name, error = %e, "malformed PodMetrics skipped"),
                 }
             }
-            (out, None)
+            Ok(out)
         }
-        Err(e) => (MetricsByPod::new(), Some(e.to_string())),
+        Err(e) => Err(e.to_string()),
     }
 }
 

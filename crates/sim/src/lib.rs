@@ -17,7 +17,8 @@ pub mod patch;
 pub mod registry;
 pub mod runtime;
 pub mod schema;
-pub mod selector;
+/// Label and field selectors (shared with the operator through `omniscale_api`).
+pub use omniscale_api::selector;
 pub mod server;
 pub mod store;
 pub mod table;
