@@ -38,74 +38,40 @@ pub fn quantity_milli(v: &Value) -> i128 {
     }
 }
 
-pub fn node_selector_matches(spec: &Value, node: &Value) -> bool {
-    let labels = &node["metadata"]["labels"];
-    let selector_ok = spec["nodeSelector"].as_object().into_iter().flatten().all(|(k, v)| labels[k] == *v);
-    let terms =
-        &spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"];
-    let affinity_ok = match terms.as_array() {
-        Some(ts) if !ts.is_empty() => ts.iter().any(|t| {
-            t["matchExpressions"].as_array().into_iter().flatten().all(|e| expression_matches(e, labels))
-                && t["matchFields"].as_array().into_iter().flatten().all(|e| {
-                    e["key"] == "metadata.name"
-                        && expression_matches(e, &json!({"metadata.name": node["metadata"]["name"]}))
-                })
-        }),
-        _ => true,
-    };
-    selector_ok && affinity_ok
-}
-
-fn expression_matches(e: &Value, labels: &Value) -> bool {
-    let key = e["key"].as_str().unwrap_or_default();
-    let v = labels[key].as_str();
-    let values: Vec<&str> = e["values"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-    match e["operator"].as_str().unwrap_or_default() {
-        "In" => v.is_some_and(|v| values.contains(&v)),
-        "NotIn" => v.is_none_or(|v| !values.contains(&v)),
-        "Exists" => v.is_some(),
-        "DoesNotExist" => v.is_none(),
-        "Gt" => v
-            .and_then(|v| v.parse::<i64>().ok())
-            .zip(values.first().and_then(|x| x.parse::<i64>().ok()))
-            .is_some_and(|(a, b)| a > b),
-        "Lt" => v
-            .and_then(|v| v.parse::<i64>().ok())
-            .zip(values.first().and_then(|x| x.parse::<i64>().ok()))
-            .is_some_and(|(a, b)| a < b),
-        _ => false,
+/// Which nodes a DaemonSet's pods belong on: node name, node affinity and selector, and taints
+/// (through `omniscale_cluster`, like the scheduler), with the tolerations the DaemonSet
+/// controller adds to every daemon pod; cordoned nodes still run daemons.
+pub fn daemon_eligible(template: &Value, nodes: &[std::sync::Arc<Value>]) -> Vec<bool> {
+    let mut spec = template["spec"].clone();
+    let mut tolerations = spec["tolerations"].as_array().cloned().unwrap_or_default();
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+        "node.kubernetes.io/disk-pressure",
+        "node.kubernetes.io/memory-pressure",
+        "node.kubernetes.io/pid-pressure",
+        "node.kubernetes.io/unschedulable",
+        "node.kubernetes.io/network-unavailable",
+    ] {
+        tolerations.push(json!({"key": key, "operator": "Exists"}));
     }
-}
-
-/// Whether the pod tolerates the node's NoSchedule/NoExecute taints (and, for DaemonSets, the
-/// standard node-condition taints they tolerate automatically).
-pub fn tolerates(spec: &Value, node: &Value, daemon: bool) -> bool {
-    untolerated(spec, node, daemon).is_none()
-}
-
-fn untolerated(spec: &Value, node: &Value, daemon: bool) -> Option<Value> {
-    let tolerations = spec["tolerations"].as_array().cloned().unwrap_or_default();
-    node["spec"]["taints"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|t| {
-            let effect = t["effect"].as_str().unwrap_or_default();
-            if effect == "PreferNoSchedule" {
+    spec["tolerations"] = Value::Array(tolerations);
+    let mut snap = Snapshot::new();
+    let pod = serde_json::from_value::<k8s_openapi::api::core::v1::Pod>(
+        json!({"metadata": template["metadata"], "spec": spec}),
+    );
+    let Some(class) = pod.ok().and_then(|p| snap.pod_class(&p, None).ok()) else { return vec![false; nodes.len()] };
+    nodes
+        .iter()
+        .map(|n| {
+            let Ok(node) = serde_json::from_value::<k8s_openapi::api::core::v1::Node>((**n).clone()) else {
                 return false;
-            }
-            if daemon && t["key"].as_str().is_some_and(|k| k.starts_with("node.kubernetes.io/")) {
-                return false;
-            }
-            !tolerations.iter().any(|tol| {
-                let key_ok = tol["key"].is_null() && tol["operator"] == "Exists" || tol["key"] == t["key"];
-                let op_ok = tol["operator"] == "Exists"
-                    || tol["value"].as_str().unwrap_or_default() == t["value"].as_str().unwrap_or_default();
-                let effect_ok = tol["effect"].is_null() || tol["effect"] == t["effect"] || tol["effect"] == "";
-                key_ok && op_ok && effect_ok
-            })
+            };
+            let Ok(id) = snap.add_node_object(&node) else { return false };
+            let n = &snap.nodes[id as usize];
+            snap.check_static(snap.constraints(class, usize::MAX), &n.labels, &n.taints, false).is_ok()
         })
-        .cloned()
+        .collect()
 }
 
 pub fn allocatable(node: &Value) -> (i128, i128, i128) {
@@ -264,17 +230,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn requests_and_affinity() {
+    fn requests_and_daemon_eligibility() {
         let spec = json!({"containers": [{"resources": {"requests": {"cpu": "250m", "memory": "64Mi"}}}, {"resources": {"requests": {"cpu": "0.5"}}}],
                           "initContainers": [{"resources": {"requests": {"cpu": "1"}}}]});
         assert_eq!(pod_requests(&spec), (1000, 64 * 1024 * 1024));
-        let node = json!({"metadata": {"name": "n", "labels": {"zone": "a", "size": "4"}}, "spec": {"taints": [{"key": "gpu", "value": "x", "effect": "NoSchedule"}]}});
-        let pod = json!({"nodeSelector": {"zone": "a"}, "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-            {"matchExpressions": [{"key": "size", "operator": "Gt", "values": ["2"]}]}]}}}});
-        assert!(node_selector_matches(&pod, &node));
-        assert!(!tolerates(&pod, &node, false));
-        let tolerant = json!({"tolerations": [{"key": "gpu", "operator": "Exists"}]});
-        assert!(tolerates(&tolerant, &node, false));
-        assert!(!node_selector_matches(&json!({"nodeSelector": {"zone": "b"}}), &node));
+        let node = |name: &str, labels: Value, taints: Value, unschedulable: bool| {
+            std::sync::Arc::new(json!({"metadata": {"name": name, "labels": labels},
+                "spec": {"taints": taints, "unschedulable": unschedulable}}))
+        };
+        let nodes = vec![
+            node("plain", json!({"zone": "a"}), json!([]), false),
+            node("gpu", json!({"zone": "a"}), json!([{"key": "gpu", "value": "x", "effect": "NoSchedule"}]), false),
+            node(
+                "cordoned",
+                json!({"zone": "a"}),
+                json!([{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]),
+                true,
+            ),
+            node("other-zone", json!({"zone": "b"}), json!([]), false),
+        ];
+        let template = json!({"metadata": {"labels": {"app": "d"}}, "spec": {"nodeSelector": {"zone": "a"},
+            "containers": [{"name": "c", "image": "i"}]}});
+        assert_eq!(daemon_eligible(&template, &nodes), vec![true, false, true, false]);
+        let tolerant = json!({"spec": {"tolerations": [{"key": "gpu", "operator": "Exists"}], "containers": [{"name": "c", "image": "i"}]}});
+        assert_eq!(daemon_eligible(&tolerant, &nodes), vec![true, true, true, true]);
     }
 }

@@ -392,14 +392,10 @@ pub fn daemonsets(ctx: &mut Ctx<'_>) {
         }
         let mine: Vec<&Arc<Value>> = owned_by(&pods, &uid_of(&s)).into_iter().filter(|p| active(p)).collect();
         let template = &s["spec"]["template"];
-        let eligible: Vec<&Arc<Value>> = nodes
-            .iter()
-            .filter(|n| n["metadata"]["deletionTimestamp"].is_null())
-            .filter(|n| {
-                super::scheduler::node_selector_matches(&template["spec"], n)
-                    && super::scheduler::tolerates(&template["spec"], n, true)
-            })
-            .collect();
+        let live: Vec<Arc<Value>> =
+            nodes.iter().filter(|n| n["metadata"]["deletionTimestamp"].is_null()).cloned().collect();
+        let fits = super::scheduler::daemon_eligible(template, &live);
+        let eligible: Vec<&Arc<Value>> = live.iter().zip(fits).filter(|(_, ok)| *ok).map(|(n, _)| n).collect();
         for n in &eligible {
             let node = name_of(n);
             if mine.iter().any(|p| p["spec"]["nodeName"] == node.as_str()) {
