@@ -232,6 +232,17 @@ fn drain_moves_pods_and_spends_disruption_budgets() {
     assert!(!snap.nodes[0].removed && snap.nodes[0].pods.len() == 2, "a blocked candidate is left as it was");
 }
 
+/// Drains node n0 of a two-node cluster holding one 100m pod shaped by `extra`.
+fn drain_one(extra: &Value) -> DrainOutcome {
+    let mut snap = Snapshot::new();
+    snap.add_node_object(&node("n0", "2", "a")).unwrap();
+    snap.add_node_object(&node("n1", "2", "a")).unwrap();
+    let mut extra = extra.clone();
+    merge(&mut extra, json!({"spec": {"nodeName": "n0"}}));
+    snap.add_pod_object(&pod("x", "100m", extra), None).unwrap();
+    drain(&mut snap, &[0]).remove(0).1
+}
+
 #[test]
 fn drain_rules_block_what_cannot_move() {
     let cases = [
@@ -245,13 +256,7 @@ fn drain_rules_block_what_cannot_move() {
         (json!({"spec": {"volumes": [{"name": "scratch", "emptyDir": {}}]}}), "local storage (volume scratch)"),
     ];
     for (extra, want) in cases {
-        let mut snap = Snapshot::new();
-        snap.add_node_object(&node("n0", "2", "a")).unwrap();
-        snap.add_node_object(&node("n1", "2", "a")).unwrap();
-        let mut extra = extra;
-        merge(&mut extra, json!({"spec": {"nodeName": "n0"}}));
-        snap.add_pod_object(&pod("x", "100m", extra.clone()), None).unwrap();
-        match &drain(&mut snap, &[0])[0].1 {
+        match &drain_one(&extra) {
             DrainOutcome::Blocked { block, .. } => assert!(block.to_string().contains(want), "{block} vs {want}"),
             other => panic!("{extra}: {other:?}"),
         }
@@ -264,13 +269,7 @@ fn drain_rules_block_what_cannot_move() {
         json!({"metadata": {"ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "d", "uid": "d", "controller": true}]}}),
         json!({"metadata": {"ownerReferences": null, "annotations": {"kubernetes.io/config.mirror": "x"}}}),
     ] {
-        let mut snap = Snapshot::new();
-        snap.add_node_object(&node("n0", "2", "a")).unwrap();
-        snap.add_node_object(&node("n1", "2", "a")).unwrap();
-        let mut extra = extra;
-        merge(&mut extra, json!({"spec": {"nodeName": "n0"}}));
-        snap.add_pod_object(&pod("x", "100m", extra.clone()), None).unwrap();
-        assert!(matches!(drain(&mut snap, &[0])[0].1, DrainOutcome::Removable(_)), "{extra}");
+        assert!(matches!(drain_one(&extra), DrainOutcome::Removable(_)), "{extra}");
     }
 }
 

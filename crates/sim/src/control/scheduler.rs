@@ -38,38 +38,51 @@ pub fn quantity_milli(v: &Value) -> i128 {
     }
 }
 
-/// Which nodes a DaemonSet's pods belong on: node name, node affinity and selector, and taints
-/// (through `omniscale_cluster`, like the scheduler), with the tolerations the DaemonSet
-/// controller adds to every daemon pod; cordoned nodes still run daemons.
-pub fn daemon_eligible(template: &Value, nodes: &[std::sync::Arc<Value>]) -> Vec<bool> {
-    let mut spec = template["spec"].clone();
-    let mut tolerations = spec["tolerations"].as_array().cloned().unwrap_or_default();
-    for key in [
-        "node.kubernetes.io/not-ready",
-        "node.kubernetes.io/unreachable",
-        "node.kubernetes.io/disk-pressure",
-        "node.kubernetes.io/memory-pressure",
-        "node.kubernetes.io/pid-pressure",
-        "node.kubernetes.io/unschedulable",
-        "node.kubernetes.io/network-unavailable",
-    ] {
-        tolerations.push(json!({"key": key, "operator": "Exists"}));
-    }
-    spec["tolerations"] = Value::Array(tolerations);
+/// Which nodes each DaemonSet's pods belong on (one row per template, one column per node):
+/// node name, node affinity and selector, and taints (through `omniscale_cluster`, like the
+/// scheduler), with the tolerations the DaemonSet controller adds to every daemon pod; cordoned
+/// nodes still run daemons. Nodes are converted once for all templates.
+pub fn daemon_eligible(templates: &[&Value], nodes: &[std::sync::Arc<Value>]) -> Vec<Vec<bool>> {
     let mut snap = Snapshot::new();
-    let pod = serde_json::from_value::<k8s_openapi::api::core::v1::Pod>(
-        json!({"metadata": template["metadata"], "spec": spec}),
-    );
-    let Some(class) = pod.ok().and_then(|p| snap.pod_class(&p, None).ok()) else { return vec![false; nodes.len()] };
-    nodes
+    let ids: Vec<Option<NodeId>> = nodes
         .iter()
         .map(|n| {
-            let Ok(node) = serde_json::from_value::<k8s_openapi::api::core::v1::Node>((**n).clone()) else {
-                return false;
+            let node = serde_json::from_value::<k8s_openapi::api::core::v1::Node>((**n).clone()).ok()?;
+            snap.add_node_object(&node).ok()
+        })
+        .collect();
+    templates
+        .iter()
+        .map(|template| {
+            let mut spec = template["spec"].clone();
+            let mut tolerations = spec["tolerations"].as_array().cloned().unwrap_or_default();
+            for key in [
+                "node.kubernetes.io/not-ready",
+                "node.kubernetes.io/unreachable",
+                "node.kubernetes.io/disk-pressure",
+                "node.kubernetes.io/memory-pressure",
+                "node.kubernetes.io/pid-pressure",
+                "node.kubernetes.io/unschedulable",
+                "node.kubernetes.io/network-unavailable",
+            ] {
+                tolerations.push(json!({"key": key, "operator": "Exists"}));
+            }
+            spec["tolerations"] = Value::Array(tolerations);
+            let pod = serde_json::from_value::<k8s_openapi::api::core::v1::Pod>(
+                json!({"metadata": template["metadata"], "spec": spec}),
+            );
+            let Some(class) = pod.ok().and_then(|p| snap.pod_class(&p, None).ok()) else {
+                return vec![false; nodes.len()];
             };
-            let Ok(id) = snap.add_node_object(&node) else { return false };
-            let n = &snap.nodes[id as usize];
-            snap.check_static(snap.constraints(class, usize::MAX), &n.labels, &n.taints, false).is_ok()
+            let c = snap.constraints(class, usize::MAX);
+            ids.iter()
+                .map(|id| {
+                    id.is_some_and(|id| {
+                        let n = &snap.nodes[id as usize];
+                        snap.check_static(c, &n.labels, &n.taints, false).is_ok()
+                    })
+                })
+                .collect()
         })
         .collect()
 }
@@ -251,8 +264,8 @@ mod tests {
         ];
         let template = json!({"metadata": {"labels": {"app": "d"}}, "spec": {"nodeSelector": {"zone": "a"},
             "containers": [{"name": "c", "image": "i"}]}});
-        assert_eq!(daemon_eligible(&template, &nodes), vec![true, false, true, false]);
+        assert_eq!(daemon_eligible(&[&template], &nodes), vec![vec![true, false, true, false]]);
         let tolerant = json!({"spec": {"tolerations": [{"key": "gpu", "operator": "Exists"}], "containers": [{"name": "c", "image": "i"}]}});
-        assert_eq!(daemon_eligible(&tolerant, &nodes), vec![true, true, true, true]);
+        assert_eq!(daemon_eligible(&[&tolerant], &nodes), vec![vec![true, true, true, true]]);
     }
 }

@@ -386,29 +386,31 @@ pub fn daemonsets(ctx: &mut Ctx<'_>) {
     let pods = ctx.pods_and_pending();
     let nodes = ctx.store.all(&key("", "nodes"), None);
     let Some(rt) = ctx.rt("apps", "v1", "daemonsets") else { return };
-    for s in sets {
+    // Nodes are converted once for every DaemonSet of this step.
+    let live: Vec<Arc<Value>> =
+        nodes.iter().filter(|n| n["metadata"]["deletionTimestamp"].is_null()).cloned().collect();
+    let templates: Vec<&Value> = sets.iter().map(|s| &s["spec"]["template"]).collect();
+    let fits = super::scheduler::daemon_eligible(&templates, &live);
+    for (s, fits) in sets.iter().zip(fits) {
         if !s["metadata"]["deletionTimestamp"].is_null() {
             continue;
         }
-        let mine: Vec<&Arc<Value>> = owned_by(&pods, &uid_of(&s)).into_iter().filter(|p| active(p)).collect();
+        let mine: Vec<&Arc<Value>> = owned_by(&pods, &uid_of(s)).into_iter().filter(|p| active(p)).collect();
         let template = &s["spec"]["template"];
-        let live: Vec<Arc<Value>> =
-            nodes.iter().filter(|n| n["metadata"]["deletionTimestamp"].is_null()).cloned().collect();
-        let fits = super::scheduler::daemon_eligible(template, &live);
         let eligible: Vec<&Arc<Value>> = live.iter().zip(fits).filter(|(_, ok)| *ok).map(|(n, _)| n).collect();
         for n in &eligible {
             let node = name_of(n);
             if mine.iter().any(|p| p["spec"]["nodeName"] == node.as_str()) {
                 continue;
             }
-            let mut pod = pod_from_template(&s, "DaemonSet", "apps/v1", template, None);
+            let mut pod = pod_from_template(s, "DaemonSet", "apps/v1", template, None);
             pod["spec"]["nodeName"] = json!(node);
-            let _ = ctx.create_pod(&s, pod);
+            let _ = ctx.create_pod(s, pod);
         }
         let ready = mine.iter().filter(|p| is_ready(p)).count();
         let status = json!({"observedGeneration": s["metadata"]["generation"], "desiredNumberScheduled": eligible.len(),
             "currentNumberScheduled": mine.len(), "numberReady": ready, "numberAvailable": ready, "updatedNumberScheduled": mine.len(), "numberMisscheduled": 0});
-        write_status(ctx, &rt, &s, status);
+        write_status(ctx, &rt, s, status);
     }
 }
 
