@@ -297,6 +297,11 @@ pub struct HorizontalStatus {
     /// Last read value of each metric.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_metrics: Option<Vec<MetricStatus>>,
+    /// Why the last decision is what it is: one line per metric (measured value, ratio, pods
+    /// left out and why), then what stabilisation and limits did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub explanation: Option<Vec<String>>,
     /// What the stabilisation windows and rate limits remember. Upstream keeps this in the
     /// controller's memory and forgets it on restart; here it survives restarts and leader
     /// changes.
@@ -308,9 +313,10 @@ pub struct HorizontalStatus {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct HorizontalHistory {
-    /// Recent proposals (for stabilisation windows).
+    /// Recent proposals (for stabilisation windows), without those a later proposal makes
+    /// irrelevant: at most one per sync period of the longest window (1 h).
     #[serde(default)]
-    #[schemars(length(max = 128))]
+    #[schemars(length(max = 256))]
     pub recommendations: Vec<TimedCount>,
     /// Recent scale-ups, by how many replicas (for scale-up policies).
     #[serde(default)]

@@ -110,6 +110,20 @@ impl LabelSelector {
         Ok(Self { reqs, nothing: false })
     }
 
+    /// The `key=value` requirements: an index of labels can answer the selector by looking up
+    /// the rarest of them and checking the rest, instead of testing every object.
+    pub fn equalities(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.reqs.iter().filter_map(|r| match &r.op {
+            Op::Eq(v) => Some((r.key.as_str(), v.as_str())),
+            _ => None,
+        })
+    }
+
+    /// Whether the selector can match nothing at all (a `null` selector where the API says so).
+    pub fn is_nothing(&self) -> bool {
+        self.nothing
+    }
+
     /// The query-string form, as used in `Scale.status.selector`.
     pub fn to_query(&self) -> String {
         let mut parts = Vec::new();

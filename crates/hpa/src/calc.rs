@@ -38,12 +38,7 @@ pub struct PodSample {
 }
 
 /// A metric value of one pod (milli), with the sample's time and window.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Sample {
-    pub value: i64,
-    pub timestamp: Timestamp,
-    pub window: SignedDuration,
-}
+pub use omniscale_metrics::Sample;
 
 /// What a pod metric aims at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]

@@ -252,6 +252,8 @@ fn evaluate(m: &Observation, input: &Input) -> Result<Proposal, (String, String)
     match m {
         Observation::Failed { reason, message } => Err((reason.clone(), message.clone())),
         Observation::PerPod { kind, resource, target, pods, samples } => {
+            // The cpu-only readiness rules never apply to a Pods metric, whatever its name.
+            let resource = if *kind == Kind::Pods { "" } else { resource.as_str() };
             let pm = calc::PodMetric { pods, samples, target: *target, resource };
             calc::pod_metric_replicas(current, pm, input.tolerance, &input.timing, input.now)
                 .map_err(|e| (kind.failure_reason(), format!("the HPA was unable to compute the replica count: {e}")))

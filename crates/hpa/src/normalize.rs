@@ -73,6 +73,27 @@ pub struct Normalized {
     pub limit: Limit,
 }
 
+/// The recommendations that can still decide a stabilisation window, oldest first. Windows
+/// always end now, so a recommendation is irrelevant once a later one is at least as high
+/// (for the scale-down window's maximum) and a later one is at least as low (for the scale-up
+/// window's minimum): every window holding it holds those too. A steady load compacts to one
+/// entry, which keeps the persisted history small.
+pub fn compact(recs: &[Recommendation]) -> Vec<Recommendation> {
+    let mut sorted = recs.to_vec();
+    sorted.sort_by_key(|r| r.at);
+    let mut kept = Vec::new();
+    let (mut hi, mut lo) = (i32::MIN, i32::MAX);
+    for r in sorted.into_iter().rev() {
+        if r.replicas > hi || r.replicas < lo {
+            kept.push(r);
+        }
+        hi = hi.max(r.replicas);
+        lo = lo.min(r.replicas);
+    }
+    kept.reverse();
+    kept
+}
+
 fn newer(at: Timestamp, now: Timestamp, window: SignedDuration) -> bool {
     at > now - window
 }

@@ -1,30 +1,41 @@
-//! The horizontal shell. Every sync period (15 s, on the operator's clock), for each Autoscaler
-//! with `horizontal`: read the target's `/scale` (any kind that has one, found through
-//! discovery), its pods and their PodMetrics; run [`omniscale_hpa::decide`]; rescale unless
-//! `mode: Recommend` or `--dry-run`; publish status (with the history the windows need, so a
-//! restart forgets nothing), conditions and Events.
+//! The horizontal shell. Every sync period (15 s, on the operator's clock) one cycle:
 //!
-//! Pods, Object and External metrics need the custom and external metrics APIs, which this shell
-//! does not read yet: they report `FailedGet…Metric`, which blocks scale-down as upstream does.
+//! 1. reads every Autoscaler with `horizontal` and all pods from watch caches (no request);
+//! 2. reads each target's `/scale` (any kind with one, found through discovery) — one GET per
+//!    target, concurrently;
+//! 3. collects the metrics queries all Autoscalers need into one [`Cache`] and makes each once —
+//!    one PodMetrics list per namespace, one read per distinct custom or external metric;
+//! 4. evaluates each Autoscaler with the pure engine ([`omniscale_hpa::input::evaluate`]);
+//! 5. rescales unless `mode: Recommend` or `--dry-run`, and publishes status (with the history
+//!    the stabilisation windows need, so a restart or a new leader forgets nothing), conditions
+//!    and Events.
 
+use std::collections::HashMap;
 use std::{sync::Arc, time::Duration};
 
+use futures::{StreamExt, TryStreamExt};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{
     Api, Resource, ResourceExt,
-    api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams},
+    api::{ApiResource, DynamicObject, Patch, PatchParams},
     core::DeserializeGuard,
-    runtime::events::{Event, EventType},
+    runtime::{
+        WatchStreamExt,
+        events::{Event, EventType},
+        reflector::{self, Store},
+        watcher,
+    },
 };
 use omniscale_api::{
     Autoscaler,
     autoscaler::{HorizontalHistory, Mode, TimedCount},
 };
-use omniscale_hpa::decide::{self, Decision, History, MetricOutcome, Observation};
-use omniscale_hpa::input::{self, MetricsByPod, PodMetrics};
-use omniscale_hpa::normalize::{Recommendation, ScaleEvent};
+use omniscale_hpa::decide::{self, Decision, History, MetricOutcome};
+use omniscale_hpa::input::{self, Scale};
+use omniscale_hpa::normalize::{self, Recommendation, ScaleEvent};
+use omniscale_metrics::{Cache, PodIndex};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
@@ -36,60 +47,194 @@ pub const FIELD_MANAGER: &str = "omniscale-horizontal";
 /// Upstream's `--horizontal-pod-autoscaler-sync-period`.
 pub const SYNC_PERIOD: Duration = Duration::from_secs(15);
 
-/// What one sync cycle has read, per namespace: Pods and PodMetrics are listed once per
-/// namespace per cycle however many Autoscalers live there.
-#[derive(Debug, Default)]
-pub struct Cycle {
-    pods: std::collections::HashMap<String, Vec<Pod>>,
-    metrics: std::collections::HashMap<String, Result<MetricsByPod, String>>,
-}
+/// How many targets' scales are read, and how many Autoscalers are acted on, at once.
+const CONCURRENCY: usize = 16;
 
-impl Cycle {
-    async fn pods(&mut self, ctx: &Context, ns: &str) -> Result<&Vec<Pod>> {
-        if !self.pods.contains_key(ns) {
-            let list = Api::<Pod>::namespaced(ctx.client.clone(), ns).list(&ListParams::default()).await?.items;
-            self.pods.insert(ns.to_owned(), list);
+/// Drives a watch cache until dropped; errors are retried by the watcher's backoff.
+async fn drive<K>(stream: impl futures::Stream<Item = std::result::Result<K, watcher::Error>>) {
+    let mut stream = std::pin::pin!(stream);
+    loop {
+        match stream.try_next().await {
+            Ok(Some(_)) => {}
+            Ok(None) => return,
+            Err(e) => debug!(error = %e, "watch error; the watcher retries"),
         }
-        Ok(self.pods.get(ns).map_or(&EMPTY, |p| p))
-    }
-
-    async fn metrics(&mut self, ctx: &Context, ns: &str) -> &Result<MetricsByPod, String> {
-        if !self.metrics.contains_key(ns) {
-            let m = pod_metrics(ctx, ns).await;
-            self.metrics.insert(ns.to_owned(), m);
-        }
-        self.metrics.get(ns).unwrap_or(&NO_METRICS)
     }
 }
-
-static EMPTY: Vec<Pod> = Vec::new();
-static NO_METRICS: Result<MetricsByPod, String> = Ok(MetricsByPod::new());
 
 /// Runs until dropped (the leader section drops it when leadership is lost).
 pub async fn run(ctx: Arc<Context>, dry_run: bool) {
-    loop {
-        let mut cycle = Cycle::default();
-        let api: Api<DeserializeGuard<Autoscaler>> = match &ctx.namespace {
-            Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-            None => Api::all(ctx.client.clone()),
-        };
-        match api.list(&ListParams::default()).await {
-            Ok(list) => {
-                for a in list.items.into_iter().filter_map(|g| g.0.ok()) {
-                    if a.spec.horizontal.is_none() || a.spec.mode == Mode::Off {
-                        continue;
-                    }
-                    let span = tracing::info_span!("horizontal", autoscaler = %format!("{}/{}", a.namespace().unwrap_or_default(), a.name_any()));
-                    let _guard = span.enter();
-                    if let Err(e) = reconcile(&ctx, &a, dry_run, &mut cycle).await {
-                        warn!(error = %e, "horizontal reconcile failed; retrying next period");
-                    }
-                }
-            }
-            Err(e) => warn!(error = %e, "cannot list Autoscalers"),
+    let (pods, pod_writer) = reflector::store::<Pod>();
+    let (autoscalers, as_writer) = reflector::store::<DeserializeGuard<Autoscaler>>();
+    let (pod_api, as_api): (Api<Pod>, Api<DeserializeGuard<Autoscaler>>) = match &ctx.namespace {
+        Some(ns) => (Api::namespaced(ctx.client.clone(), ns), Api::namespaced(ctx.client.clone(), ns)),
+        None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
+    };
+    // Pods are kept without managed fields: the engine never reads them and they are most of
+    // a pod's size.
+    let pod_watch = watcher(pod_api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(|p| p.managed_fields_mut().clear())
+        .reflect(pod_writer)
+        .applied_objects();
+    let as_watch = watcher(as_api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(as_writer)
+        .applied_objects();
+    let metrics = omniscale_metrics::Client::new(ctx.client.clone());
+    let cycles = async {
+        if pods.wait_until_ready().await.is_err() || autoscalers.wait_until_ready().await.is_err() {
+            return;
         }
-        tokio::time::sleep(ctx.clock.wall_duration(SYNC_PERIOD).max(Duration::from_millis(20))).await;
+        let mut memory: HashMap<String, History> = HashMap::new();
+        loop {
+            let started = std::time::Instant::now();
+            cycle(&ctx, &pods, &autoscalers, &metrics, &mut memory, dry_run).await;
+            ctx.metrics.observe_reconcile("horizontal-cycle", started.elapsed().as_secs_f64());
+            tokio::time::sleep(ctx.clock.wall_duration(SYNC_PERIOD).max(Duration::from_millis(20))).await;
+        }
+    };
+    futures::join!(drive(pod_watch), drive(as_watch), cycles);
+}
+
+/// An Autoscaler of this cycle with what was read for it.
+struct Item {
+    a: Autoscaler,
+    uid: String,
+    target: Option<Api<DynamicObject>>,
+    scale: std::result::Result<Scale, String>,
+}
+
+/// The Object metrics' described objects, resolved to the custom metrics API's resource names
+/// through discovery (cached by [`crate::targets::TargetDiscovery`]).
+async fn object_resources(ctx: &Context, autoscalers: &[Autoscaler]) -> HashMap<(String, String), Option<String>> {
+    let mut out = HashMap::new();
+    for a in autoscalers {
+        for m in a.spec.horizontal.iter().flat_map(|h| h.metrics.iter().flatten()) {
+            let Some(o) = &m.object else { continue };
+            let api_version = o.described_object.api_version.clone().unwrap_or_else(|| "v1".into());
+            let key = (api_version.clone(), o.described_object.kind.clone());
+            if out.contains_key(&key) {
+                continue;
+            }
+            let group = api_version.split_once('/').map_or("", |(g, _)| g);
+            let resource = match ctx.targets.kind_of(&api_version, &key.1).await {
+                Ok(TargetKind::Scalable { plural } | TargetKind::NotScalable { plural }) => {
+                    Some(if group.is_empty() { plural } else { format!("{plural}.{group}") })
+                }
+                Ok(_) => None,
+                Err(e) => {
+                    debug!(error = %e, api_version, kind = %key.1, "discovery failed");
+                    None
+                }
+            };
+            out.insert(key, resource);
+        }
     }
+    out
+}
+
+/// Reads one target's scale.
+async fn read_scale(ctx: &Context, a: &Autoscaler) -> (Option<Api<DynamicObject>>, std::result::Result<Scale, String>) {
+    let ns = a.namespace().unwrap_or_else(|| "default".into());
+    let t = &a.spec.target_ref;
+    let plural = match ctx.targets.kind_of(&t.api_version, &t.kind).await {
+        Ok(TargetKind::Scalable { plural }) => plural,
+        // The validation controller reports targets that are missing or not scalable.
+        Ok(_) => return (None, Err(format!("{} {} has no scale subresource", t.api_version, t.kind))),
+        Err(e) => return (None, Err(format!("discovery failed: {e}"))),
+    };
+    let (group, version) = t.api_version.split_once('/').unwrap_or(("", t.api_version.as_str()));
+    let ar = ApiResource {
+        group: group.into(),
+        version: version.into(),
+        api_version: t.api_version.clone(),
+        kind: t.kind.clone(),
+        plural,
+    };
+    let target: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, &ar);
+    let scale = match target.get_subresource("scale", &t.name).await {
+        Ok(s) => match serde_json::to_value(&s) {
+            Ok(v) => {
+                let spec_replicas = v["spec"]["replicas"].as_i64().unwrap_or(0) as i32;
+                Ok(Scale {
+                    spec_replicas,
+                    status_replicas: v["status"]["replicas"].as_i64().map_or(spec_replicas, |r| r as i32),
+                    selector: v["status"]["selector"].as_str().unwrap_or_default().to_owned(),
+                })
+            }
+            Err(e) => Err(e.to_string()),
+        },
+        Err(e) => Err(e.to_string()),
+    };
+    (Some(target), scale)
+}
+
+/// One sync cycle over every horizontal Autoscaler.
+async fn cycle(
+    ctx: &Context,
+    pods: &Store<Pod>,
+    autoscalers: &Store<DeserializeGuard<Autoscaler>>,
+    metrics: &omniscale_metrics::Client,
+    memory: &mut HashMap<String, History>,
+    dry_run: bool,
+) {
+    let list: Vec<Autoscaler> = autoscalers
+        .state()
+        .iter()
+        .filter_map(|g| g.0.as_ref().ok())
+        .filter(|a| a.spec.horizontal.is_some() && a.spec.mode != Mode::Off)
+        .cloned()
+        .collect();
+    memory.retain(|uid, _| list.iter().any(|a| a.uid().as_deref() == Some(uid.as_str())));
+    let resources = object_resources(ctx, &list).await;
+    let resource_of = |api_version: &str, kind: &str| -> Option<String> {
+        resources.get(&(api_version.to_owned(), kind.to_owned())).cloned().flatten()
+    };
+    let items: Vec<Item> = futures::stream::iter(list)
+        .map(|a| async move {
+            let (target, scale) = read_scale(ctx, &a).await;
+            Item { uid: a.uid().unwrap_or_default(), a, target, scale }
+        })
+        .buffered(CONCURRENCY)
+        .collect()
+        .await;
+    let scale_reads = items.iter().filter(|i| i.target.is_some()).count();
+    let mut cache = Cache::new();
+    for i in items.iter().filter(|i| i.scale.is_ok()) {
+        let ns = i.a.namespace().unwrap_or_default();
+        let specs = input::metric_specs(i.a.spec.horizontal.as_ref().and_then(|h| h.metrics.as_deref()));
+        input::want(&specs, &ns, &mut cache, &resource_of);
+    }
+    metrics.fill(&mut cache).await;
+    ctx.metrics.count_reads("horizontal", "scale", scale_reads);
+    ctx.metrics.count_reads("horizontal", "metrics", cache.requests());
+    debug!(autoscalers = items.len(), scale_reads, metrics_reads = cache.requests(), "horizontal cycle read");
+    let index = PodIndex::new(pods.state());
+    let now = ctx.clock.now();
+    let work: Vec<(Item, History)> = items
+        .into_iter()
+        .map(|i| {
+            let h = memory.remove(&i.uid).unwrap_or_else(|| {
+                history_from(i.a.status.as_ref().and_then(|s| s.horizontal.as_ref()).and_then(|s| s.history.as_ref()))
+            });
+            (i, h)
+        })
+        .collect();
+    let (cache, index, resource_of) = (&cache, &index, &resource_of);
+    let done: Vec<(String, History)> = futures::stream::iter(work)
+        .map(|(item, mut history)| async move {
+            let span = tracing::info_span!("horizontal", autoscaler = %format!("{}/{}", item.a.namespace().unwrap_or_default(), item.a.name_any()));
+            let _guard = span.enter();
+            if let Err(e) = reconcile(ctx, &item, cache, index, resource_of, &mut history, dry_run, now).await {
+                warn!(error = %e, "horizontal reconcile failed; retrying next period");
+            }
+            (item.uid, history)
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    memory.extend(done);
 }
 
 fn history_from(h: Option<&HorizontalHistory>) -> History {
@@ -107,7 +252,8 @@ fn history_from(h: Option<&HorizontalHistory>) -> History {
     }
 }
 
-/// Keeps what the windows can still need (the longest window or period is 1 h upstream).
+/// Keeps what the windows can still need: the longest window or period is 1 h upstream, and
+/// recommendations a later one makes irrelevant are dropped ([`normalize::compact`]).
 fn history_to(h: &History, now: Timestamp) -> HorizontalHistory {
     let keep = |at: Timestamp| at > now - SignedDuration::from_hours(1);
     let counts = |v: &[ScaleEvent]| {
@@ -117,8 +263,7 @@ fn history_to(h: &History, now: Timestamp) -> HorizontalHistory {
             .collect()
     };
     HorizontalHistory {
-        recommendations: h
-            .recommendations
+        recommendations: normalize::compact(&h.recommendations)
             .iter()
             .filter(|r| keep(r.at))
             .map(|r| TimedCount { time: Time(r.at), replicas: r.replicas })
@@ -128,27 +273,25 @@ fn history_to(h: &History, now: Timestamp) -> HorizontalHistory {
     }
 }
 
-/// One Autoscaler, one decision.
-pub async fn reconcile(ctx: &Context, a: &Autoscaler, dry_run: bool, cycle: &mut Cycle) -> Result<()> {
+/// One Autoscaler, one decision, from what the cycle read.
+#[allow(clippy::too_many_arguments)]
+async fn reconcile(
+    ctx: &Context,
+    item: &Item,
+    cache: &Cache,
+    pods: &PodIndex,
+    resource_of: input::ResourceOf<'_>,
+    history: &mut History,
+    dry_run: bool,
+    now: Timestamp,
+) -> Result<()> {
+    let a = &item.a;
     let Some(h) = &a.spec.horizontal else { return Ok(()) };
+    let Some(target) = &item.target else { return Ok(()) };
     let ns = a.namespace().unwrap_or_else(|| "default".into());
-    let t = &a.spec.target_ref;
-    // The validation controller reports targets that are missing or not scalable.
-    let TargetKind::Scalable { plural } = ctx.targets.kind_of(&t.api_version, &t.kind).await? else { return Ok(()) };
-    let (group, version) = t.api_version.split_once('/').unwrap_or(("", t.api_version.as_str()));
-    let ar = ApiResource {
-        group: group.into(),
-        version: version.into(),
-        api_version: t.api_version.clone(),
-        kind: t.kind.clone(),
-        plural,
-    };
-    let target: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, &ar);
-    let now = ctx.clock.now();
     let existing = a.status.clone().unwrap_or_default();
-    let mut history = history_from(existing.horizontal.as_ref().and_then(|s| s.history.as_ref()));
-    let scale = match target.get_subresource("scale", &t.name).await {
-        Ok(s) => serde_json::to_value(&s)?,
+    let scale = match &item.scale {
+        Ok(s) => s,
         Err(e) => {
             let cond = decide::Cond {
                 type_: "AbleToScale",
@@ -156,73 +299,27 @@ pub async fn reconcile(ctx: &Context, a: &Autoscaler, dry_run: bool, cycle: &mut
                 reason: "FailedGetScale".into(),
                 message: format!("the autoscaler was unable to get the target's current scale: {e}"),
             };
-            publish(ctx, a, None, &[cond], &history, now).await?;
-            event(ctx, a, EventType::Warning, "FailedGetScale", &format!("{e}")).await;
+            publish(ctx, a, None, &[cond], history, now).await?;
+            event(ctx, a, EventType::Warning, "FailedGetScale", e).await;
             return Ok(());
         }
     };
-    let spec_replicas = scale["spec"]["replicas"].as_i64().unwrap_or(0) as i32;
-    let status_replicas = scale["status"]["replicas"].as_i64().map_or(spec_replicas, |r| r as i32);
-    let selector = scale["status"]["selector"].as_str().unwrap_or_default().to_owned();
-    let specs = input::metric_specs(h.metrics.as_deref());
-    let (pods, metrics, metrics_error) = match omniscale_api::selector::LabelSelector::parse(&selector) {
-        _ if selector.is_empty() => {
-            (Vec::new(), MetricsByPod::new(), Some("the target's scale has no selector".to_owned()))
-        }
-        Err(e) => (Vec::new(), MetricsByPod::new(), Some(format!("the target's selector is invalid: {e}"))),
-        Ok(sel) => {
-            let pods: Vec<Pod> = cycle
-                .pods(ctx, &ns)
-                .await?
-                .iter()
-                .filter(|p| p.metadata.labels.as_ref().map_or(sel.is_empty(), |l| sel.matches(l)))
-                .cloned()
-                .collect();
-            match cycle.metrics(ctx, &ns).await {
-                Ok(all) => {
-                    let mine: MetricsByPod = pods
-                        .iter()
-                        .filter_map(|p| p.metadata.name.as_ref())
-                        .filter_map(|n| all.get(n).map(|m| (n.clone(), m.clone())))
-                        .collect();
-                    (pods, mine, None)
-                }
-                Err(e) => (pods, MetricsByPod::new(), Some(e.clone())),
-            }
-        }
-    };
-    let none = |_: decide::Kind, _: &str| None;
-    let observations: Vec<Observation> = specs
-        .iter()
-        .map(|s| match (&metrics_error, s.type_.as_str()) {
-            (Some(e), "Resource" | "ContainerResource") => Observation::Failed {
-                reason: if s.type_ == "Resource" {
-                    "FailedGetResourceMetric"
-                } else {
-                    "FailedGetContainerResourceMetric"
-                }
-                .into(),
-                message: format!("unable to get metrics from the resource metrics API: {e}"),
-            },
-            _ => input::observe(s, &pods, &metrics, &none),
-        })
-        .collect();
-    let engine_input =
-        input::engine_input(h, spec_replicas, status_replicas, input::ready_pods(&pods), observations, now);
-    let behavior = engine_input.behavior.clone();
-    let d = decide::decide(&engine_input, &mut history);
+    let spec_replicas = scale.spec_replicas;
+    let e = input::evaluate(h, &ns, scale, pods, cache, resource_of, history, now);
+    let d = &e.decision;
     let mut conditions = d.conditions.clone();
     let mut rescaled = false;
     if d.desired != spec_replicas {
-        let why = rescale_reason(&d);
+        let why = rescale_reason(d);
         if a.spec.mode == Mode::Recommend || dry_run {
             debug!(from = spec_replicas, to = d.desired, "would rescale (recommend only)");
         } else {
             let patch = json!({"spec": {"replicas": d.desired}});
+            let t = &a.spec.target_ref;
             match target.patch_subresource("scale", &t.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
                 Ok(_) => {
                     rescaled = true;
-                    decide::record_rescale(&mut history, behavior.as_ref(), spec_replicas, d.desired, now);
+                    decide::record_rescale(history, e.behavior.as_ref(), spec_replicas, d.desired, now);
                     info!(from = spec_replicas, to = d.desired, reason = %why, "rescaled");
                     set(
                         &mut conditions,
@@ -240,20 +337,20 @@ pub async fn reconcile(ctx: &Context, a: &Autoscaler, dry_run: bool, cycle: &mut
                     )
                     .await;
                 }
-                Err(e) => {
+                Err(err) => {
                     set(
                         &mut conditions,
                         "AbleToScale",
                         "False",
                         "FailedUpdateScale",
-                        format!("the HPA controller was unable to update the target scale: {e}"),
+                        format!("the HPA controller was unable to update the target scale: {err}"),
                     );
                     event(
                         ctx,
                         a,
                         EventType::Warning,
                         "FailedRescale",
-                        &format!("New size: {}; reason: {why}; error: {e}", d.desired),
+                        &format!("New size: {}; reason: {why}; error: {err}", d.desired),
                     )
                     .await;
                 }
@@ -288,9 +385,10 @@ pub async fn reconcile(ctx: &Context, a: &Autoscaler, dry_run: bool, cycle: &mut
         "currentReplicas": spec_replicas,
         "desiredReplicas": d.desired,
         "lastScaleTime": last_scale.map(|t| t.to_string()),
-        "currentMetrics": current_metrics(&d, &specs),
+        "currentMetrics": input::current_metrics(&e),
+        "explanation": input::explain(&e),
     });
-    publish(ctx, a, Some(status), &conditions, &history, now).await
+    publish(ctx, a, Some(status), &conditions, history, now).await
 }
 
 fn set(conds: &mut Vec<decide::Cond>, type_: &'static str, status: &'static str, reason: &str, message: String) {
@@ -308,51 +406,6 @@ fn rescale_reason(d: &Decision) -> String {
             format!("All metrics {dir} target")
         }
     }
-}
-
-async fn pod_metrics(ctx: &Context, ns: &str) -> Result<MetricsByPod, String> {
-    let ar = ApiResource {
-        group: "metrics.k8s.io".into(),
-        version: "v1beta1".into(),
-        api_version: "metrics.k8s.io/v1beta1".into(),
-        kind: "PodMetrics".into(),
-        plural: "pods".into(),
-    };
-    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &ar);
-    match api.list(&ListParams::default()).await {
-        Ok(list) => {
-            let mut out = MetricsByPod::new();
-            for item in list.items {
-                let name = item.name_any();
-                match serde_json::to_value(&item).and_then(serde_json::from_value::<PodMetrics>) {
-                    Ok(m) => {
-                        out.insert(name, m);
-                    }
-                    Err(e) => debug!(pod = %name, error = %e, "malformed PodMetrics skipped"),
-                }
-            }
-            Ok(out)
-        }
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-fn current_metrics(d: &Decision, specs: &[k8s_openapi::api::autoscaling::v2::MetricSpec]) -> serde_json::Value {
-    let items: Vec<serde_json::Value> = d
-        .metrics
-        .iter()
-        .zip(specs)
-        .filter_map(|(m, s)| {
-            let MetricOutcome::Proposal(p) = m else { return None };
-            let r = s.resource.as_ref()?;
-            let mut current = json!({"averageValue": format!("{}m", p.average)});
-            if let Some(u) = p.utilization {
-                current["averageUtilization"] = json!(u);
-            }
-            Some(json!({"type": "Resource", "resource": {"name": r.name, "current": current}}))
-        })
-        .collect();
-    json!(items)
 }
 
 async fn event(ctx: &Context, a: &Autoscaler, type_: EventType, reason: &str, note: &str) {

@@ -22,6 +22,13 @@ pub struct ErrorLabels {
     pub error: String,
 }
 
+/// Labels of [`Metrics::cycle_reads`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReadLabels {
+    pub controller: String,
+    pub kind: String,
+}
+
 /// All operator metrics, registered once at start-up.
 #[derive(Debug)]
 pub struct Metrics {
@@ -32,6 +39,8 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     /// Reconcile durations in seconds.
     pub reconcile_duration: Family<ControllerLabels, Histogram>,
+    /// Reads made by the periodic sync cycles, by controller and kind (`scale`, `metrics`).
+    pub cycle_reads: Family<ReadLabels, Counter>,
     /// 1 while this replica holds the leader lease.
     pub leader: Gauge,
     /// 1 once caches are synced.
@@ -46,17 +55,19 @@ impl Default for Metrics {
         let reconcile_duration = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0])
         });
+        let cycle_reads = Family::<ReadLabels, Counter>::default();
         let leader = Gauge::default();
         let ready = Gauge::default();
         registry.register("reconcile", "Reconciles run", reconciles.clone());
         registry.register("reconcile_errors", "Reconciles that failed", reconcile_errors.clone());
         registry.register("reconcile_duration_seconds", "Reconcile duration", reconcile_duration.clone());
+        registry.register("cycle_reads", "API reads made by periodic sync cycles", cycle_reads.clone());
         registry.register("leader", "1 while this replica holds the leader lease", leader.clone());
         registry.register("ready", "1 once this replica's caches are synced", ready.clone());
         let build = Family::<Vec<(String, String)>, Gauge>::default();
         build.get_or_create(&vec![("version".to_string(), env!("CARGO_PKG_VERSION").to_string())]).set(1);
         registry.register("build_info", "Build information", build);
-        Metrics { registry, reconciles, reconcile_errors, reconcile_duration, leader, ready }
+        Metrics { registry, reconciles, reconcile_errors, reconcile_duration, cycle_reads, leader, ready }
     }
 }
 
@@ -68,6 +79,12 @@ impl Metrics {
             Ok(()) => out,
             Err(e) => format!("# encoding failed: {e}\n"),
         }
+    }
+
+    /// Counts `n` reads of `kind` made by `controller`'s sync cycle.
+    pub fn count_reads(&self, controller: &str, kind: &str, n: usize) {
+        let labels = ReadLabels { controller: controller.to_string(), kind: kind.to_string() };
+        self.cycle_reads.get_or_create(&labels).inc_by(n as u64);
     }
 
     /// Counts one reconcile of `controller` taking `seconds`.

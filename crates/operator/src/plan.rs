@@ -1,20 +1,26 @@
 //! `omniscale plan FILE...`: what omniscale would decide for the resources in some files, and
 //! why. Reads what `kubectl get -o yaml` writes (one or many documents, or `kind: List`):
-//! Autoscalers, their target workloads, Pods and PodMetrics, then runs the same pure engines the
-//! operator runs.
+//! Autoscalers, their target workloads, Pods and PodMetrics, and what `kubectl get --raw` returns
+//! from the custom and external metrics APIs (MetricValueList, ExternalMetricValueList). The
+//! files fill the same per-cycle metrics cache the operator fills from the network, and the
+//! same pure engine decides.
 //!
 //! The JSON form (`-o json`) is stable: `{"now", "autoscalers": [{"namespace", "name",
 //! "target", "horizontal": {"currentReplicas", "desiredReplicas", "proposedReplicas", "branch",
-//! "metrics": [...], "normalization", "conditions": [...]}, "errors": [...]}]}`.
+//! "metrics": [...], "normalization", "conditions": [...], "explanation": [...]},
+//! "errors": [...]}]}`.
 
 use crate::cli::{PlanArgs, PlanOutput};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use omniscale_api::Autoscaler;
-use omniscale_hpa::decide::{self, Decision, History, MetricOutcome};
-use omniscale_hpa::input::{self, MetricsByPod, PodMetrics};
+use omniscale_hpa::decide::{History, MetricOutcome};
+use omniscale_hpa::input::{self, Evaluation, Scale};
+use omniscale_metrics::types::{ExternalMetricValue, MetricValue, PodMetrics};
+use omniscale_metrics::{Answer, Cache, PodIndex, Query, Sample};
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// A problem with the input, naming the file, the document and the field.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +36,11 @@ pub struct Inputs {
     pub pods: Vec<Pod>,
     /// (namespace, pod) → its metrics, the latest when several are given.
     pub pod_metrics: BTreeMap<(String, String), PodMetrics>,
+    /// Custom metrics values (MetricValueList items).
+    pub custom: Vec<MetricValue>,
+    /// External metrics series (ExternalMetricValueList items); they carry no namespace, so
+    /// they answer every namespace's queries.
+    pub external: Vec<ExternalMetricValue>,
 }
 
 fn typed<T: serde::de::DeserializeOwned>(v: Value, at: &str) -> Result<T, PlanError> {
@@ -50,6 +61,22 @@ pub fn read(name: &str, text: &str, into: &mut Inputs) -> Result<(), PlanError> 
         if v.is_null() {
             continue;
         }
+        if let Some(kind @ ("MetricValueList" | "ExternalMetricValueList")) = v["kind"].as_str() {
+            // The aggregated APIs' items carry no apiVersion or kind of their own.
+            for (j, item) in v["items"].as_array().cloned().unwrap_or_default().into_iter().enumerate() {
+                let at = format!("{at} item {}", j + 1);
+                if kind == "MetricValueList" {
+                    let m: MetricValue = typed(item, &at)?;
+                    check_value(&m.timestamp, &m.value, &at)?;
+                    into.custom.push(m);
+                } else {
+                    let m: ExternalMetricValue = typed(item, &at)?;
+                    check_value(&m.timestamp, &m.value, &at)?;
+                    into.external.push(m);
+                }
+            }
+            continue;
+        }
         if v["kind"] == "List" || v["kind"].as_str().is_some_and(|k| k.ends_with("List")) && v["items"].is_array() {
             for (j, item) in v["items"].as_array().cloned().unwrap_or_default().into_iter().enumerate() {
                 classify(item, &format!("{at} item {}", j + 1), into)?;
@@ -58,6 +85,16 @@ pub fn read(name: &str, text: &str, into: &mut Inputs) -> Result<(), PlanError> 
             classify(v, &at, into)?;
         }
     }
+    Ok(())
+}
+
+fn check_value(
+    timestamp: &str,
+    value: &k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+    at: &str,
+) -> Result<(), PlanError> {
+    timestamp.parse::<Timestamp>().map_err(|e| PlanError(format!("{at}: field timestamp: {e}")))?;
+    omniscale_metrics::query::milli(value).map_err(|e| PlanError(format!("{at}: field value: {e}")))?;
     Ok(())
 }
 
@@ -90,8 +127,100 @@ fn classify(v: Value, at: &str, into: &mut Inputs) -> Result<(), PlanError> {
     Ok(())
 }
 
+/// Object metrics are matched by their described object here, not through discovery: the
+/// "resource" is an opaque key built the same way for queries and for answers.
+fn resource_key(api_version: &str, kind: &str) -> Option<String> {
+    Some(format!("{kind}.{api_version}"))
+}
+
+fn selector_text(s: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>) -> String {
+    s.and_then(|s| serde_json::to_value(s).ok())
+        .and_then(|v| omniscale_api::selector::LabelSelector::from_json(&v).ok())
+        .map(|s| s.to_query())
+        .unwrap_or_default()
+}
+
+fn custom_sample(m: &MetricValue) -> Option<Sample> {
+    Some(Sample {
+        value: omniscale_metrics::query::milli(&m.value).ok()?,
+        timestamp: m.timestamp.parse().ok()?,
+        window: jiff::SignedDuration::from_secs(m.window_seconds.unwrap_or(60)),
+    })
+}
+
+/// Answers a query from the files, as the metrics APIs would have; `None`: not in the input.
+fn answer(q: &Query, inputs: &Inputs) -> Option<Answer> {
+    match q {
+        Query::PodMetrics { namespace } => {
+            let usage: HashMap<String, omniscale_metrics::Usage> = inputs
+                .pod_metrics
+                .iter()
+                .filter(|((ns, _), _)| ns == namespace)
+                .filter_map(|((_, pod), m)| Some((pod.clone(), omniscale_metrics::query::pod_usage(m).ok()?)))
+                .collect();
+            Some(Answer::PodMetrics(usage))
+        }
+        Query::NodeMetrics => None,
+        Query::Pods { namespace, metric, metric_selector } => {
+            let values: HashMap<String, Sample> = inputs
+                .custom
+                .iter()
+                .filter(|m| m.described_object.kind == "Pod" && m.metric.name == *metric)
+                .filter(|m| m.described_object.namespace.as_deref().unwrap_or("default") == namespace)
+                .filter(|m| selector_text(m.metric.selector.as_ref()) == *metric_selector)
+                .filter_map(|m| Some((m.described_object.name.clone(), custom_sample(m)?)))
+                .collect();
+            (!values.is_empty()).then_some(Answer::Pods(values))
+        }
+        Query::Object { namespace, resource, name, metric, metric_selector } => inputs
+            .custom
+            .iter()
+            .filter(|m| {
+                let d = &m.described_object;
+                resource_key(&d.api_version, &d.kind).as_ref() == Some(resource)
+                    && d.name == *name
+                    && (d.namespace.as_deref().unwrap_or(namespace) == namespace || d.kind == "Namespace")
+                    && m.metric.name == *metric
+                    && selector_text(m.metric.selector.as_ref()) == *metric_selector
+            })
+            .find_map(custom_sample)
+            .map(Answer::Object),
+        Query::External { metric, selector, .. } => {
+            let sel = omniscale_api::selector::LabelSelector::parse(selector).ok()?;
+            let series: Vec<&ExternalMetricValue> =
+                inputs.external.iter().filter(|m| m.metric_name == *metric && sel.matches(&m.metric_labels)).collect();
+            let first = series.first()?;
+            let value = series
+                .iter()
+                .filter_map(|m| omniscale_metrics::query::milli(&m.value).ok())
+                .fold(0i64, i64::saturating_add);
+            Some(Answer::External(Sample {
+                value,
+                timestamp: first.timestamp.parse().ok()?,
+                window: jiff::SignedDuration::from_secs(first.window.unwrap_or(0)),
+            }))
+        }
+    }
+}
+
+/// The cycle's cache, filled from the files for every query these Autoscalers make.
+fn fill(autoscalers: &[Autoscaler], inputs: &Inputs) -> Cache {
+    let mut cache = Cache::new();
+    for a in autoscalers {
+        let ns = a.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let specs = input::metric_specs(a.spec.horizontal.as_ref().and_then(|h| h.metrics.as_deref()));
+        input::want(&specs, &ns, &mut cache, &resource_key);
+    }
+    for q in cache.take_pending() {
+        let a =
+            answer(&q, inputs).ok_or_else(|| format!("not in the input: no data from {} for {}", q.api(), q.path()));
+        cache.put(q, a);
+    }
+    cache
+}
+
 /// The decision for one Autoscaler, as JSON.
-pub fn plan_one(a: &Autoscaler, inputs: &Inputs, now: Timestamp) -> Value {
+pub fn plan_one(a: &Autoscaler, inputs: &Inputs, pods: &PodIndex, cache: &Cache, now: Timestamp) -> Value {
     let ns = a.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let name = a.metadata.name.clone().unwrap_or_default();
     let t = &a.spec.target_ref;
@@ -103,41 +232,29 @@ pub fn plan_one(a: &Autoscaler, inputs: &Inputs, now: Timestamp) -> Value {
         return out;
     };
     let spec_replicas = workload["spec"]["replicas"].as_i64().unwrap_or(1) as i32;
-    let status_replicas = workload["status"]["replicas"].as_i64().map_or(spec_replicas, |r| r as i32);
-    let selector: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector> =
-        serde_json::from_value(workload["spec"]["selector"].clone()).ok();
-    let pods: Vec<Pod> = inputs
-        .pods
-        .iter()
-        .filter(|p| p.metadata.namespace.as_deref().unwrap_or("default") == ns)
-        .filter(|p| input::selects(selector.as_ref(), p.metadata.labels.as_ref()))
-        .cloned()
-        .collect();
-    let metrics: MetricsByPod = pods
-        .iter()
-        .filter_map(|p| {
-            let n = p.metadata.name.clone()?;
-            inputs.pod_metrics.get(&(ns.clone(), n.clone())).map(|m| (n, m.clone()))
-        })
-        .collect();
-    let specs = input::metric_specs(h.metrics.as_deref());
-    let none = |_: decide::Kind, _: &str| None;
-    let observations: Vec<decide::Observation> =
-        specs.iter().map(|s| input::observe(s, &pods, &metrics, &none)).collect();
-    let engine_input =
-        input::engine_input(h, spec_replicas, status_replicas, input::ready_pods(&pods), observations, now);
-    let d = decide::decide(&engine_input, &mut History::default());
-    out["horizontal"] = horizontal_json(&d, &specs);
+    // The scale subresource's selector is the workload's, in query-string form.
+    let selector = match omniscale_api::selector::LabelSelector::from_json(&workload["spec"]["selector"]) {
+        Ok(s) if !s.is_nothing() => s.to_query(),
+        _ => String::new(),
+    };
+    let scale = Scale {
+        spec_replicas,
+        status_replicas: workload["status"]["replicas"].as_i64().map_or(spec_replicas, |r| r as i32),
+        selector,
+    };
+    let e = input::evaluate(h, &ns, &scale, pods, cache, &resource_key, &mut History::default(), now);
+    out["horizontal"] = horizontal_json(&e);
     out
 }
 
-fn horizontal_json(d: &Decision, specs: &[k8s_openapi::api::autoscaling::v2::MetricSpec]) -> Value {
+fn horizontal_json(e: &Evaluation) -> Value {
+    let d = &e.decision;
     let metrics: Vec<Value> = d
         .metrics
         .iter()
-        .zip(specs)
+        .zip(&e.specs)
         .map(|(m, s)| {
-            let mut v = json!({"type": s.type_, "name": metric_name(s)});
+            let mut v = json!({"type": s.type_, "name": input::metric_name(s)});
             match m {
                 MetricOutcome::Proposal(p) => v["proposal"] = json!(p),
                 MetricOutcome::Error { reason, message } => v["error"] = json!({"reason": reason, "message": message}),
@@ -146,19 +263,8 @@ fn horizontal_json(d: &Decision, specs: &[k8s_openapi::api::autoscaling::v2::Met
         })
         .collect();
     json!({"currentReplicas": d.current, "desiredReplicas": d.desired, "proposedReplicas": d.proposed,
-           "branch": d.branch, "metrics": metrics, "normalization": d.normalized, "conditions": d.conditions})
-}
-
-fn metric_name(s: &k8s_openapi::api::autoscaling::v2::MetricSpec) -> String {
-    match s.type_.as_str() {
-        "Resource" => s.resource.as_ref().map(|r| r.name.clone()),
-        "ContainerResource" => s.container_resource.as_ref().map(|r| format!("{}/{}", r.container, r.name)),
-        "Pods" => s.pods.as_ref().map(|p| p.metric.name.clone()),
-        "Object" => s.object.as_ref().map(|o| o.metric.name.clone()),
-        "External" => s.external.as_ref().map(|e| e.metric.name.clone()),
-        _ => None,
-    }
-    .unwrap_or_default()
+           "branch": d.branch, "metrics": metrics, "normalization": d.normalized, "conditions": d.conditions,
+           "explanation": input::explain(e)})
 }
 
 /// Reads the files and plans every Autoscaler in them.
@@ -171,7 +277,12 @@ pub fn plan(files: &[std::path::PathBuf], now: Timestamp) -> Result<Value, PlanE
     if inputs.autoscalers.is_empty() {
         return Err(PlanError("no Autoscaler (omniscale.dev) in the input".into()));
     }
-    let autoscalers: Vec<Value> = inputs.autoscalers.iter().map(|a| plan_one(a, &inputs, now)).collect();
+    let cache = fill(&inputs.autoscalers, &inputs);
+    let pods = PodIndex::new(inputs.pods.iter().cloned().map(|mut p| {
+        p.metadata.namespace.get_or_insert_with(|| "default".into());
+        Arc::new(p)
+    }));
+    let autoscalers: Vec<Value> = inputs.autoscalers.iter().map(|a| plan_one(a, &inputs, &pods, &cache, now)).collect();
     Ok(json!({"now": now.to_string(), "autoscalers": autoscalers}))
 }
 

@@ -15,6 +15,16 @@ fn recs(list: &[(i32, i64)]) -> Vec<Recommendation> {
     list.iter().map(|&(replicas, age)| Recommendation { at: ago(age), replicas }).collect()
 }
 
+#[test]
+fn steady_history_compacts_to_its_latest_entry() {
+    let steady = recs(&[(3, 300), (3, 285), (3, 270), (3, 255)]);
+    assert_eq!(compact(&steady), recs(&[(3, 255)]));
+    // A peak stays while it can hold a scale-down, and so does a trough for a scale-up; the
+    // first 3 is dropped because a later 3 covers every window it is in.
+    let peak = recs(&[(3, 300), (5, 200), (3, 100), (4, 0)]);
+    assert_eq!(compact(&peak), recs(&[(5, 200), (3, 100), (4, 0)]));
+}
+
 fn pods(v: i32, period: i64) -> Policy {
     Policy { kind: PolicyKind::Pods, value: v, period: SignedDuration::from_secs(period) }
 }
@@ -208,6 +218,22 @@ mod properties {
             let mut r = recs(&history);
             let l = legacy(desired, current, min, max, &mut r, now(), SignedDuration::from_mins(5), 2.0);
             prop_assert!(l.replicas >= min && l.replicas <= max, "{l:?}");
+        }
+
+        /// Compacting the history never changes what a window sees: for every window ending
+        /// now, the highest and lowest recommendation inside it are the same.
+        #[test]
+        fn compact_keeps_every_window_extreme(
+            history in proptest::collection::vec((0..20i32, 0..3600i64), 0..40), window in 0..3700i64,
+        ) {
+            let all = recs(&history);
+            let small = compact(&all);
+            prop_assert!(small.len() <= all.len());
+            let inside = |v: &[Recommendation]| -> (Option<i32>, Option<i32>) {
+                let w: Vec<i32> = v.iter().filter(|r| newer(r.at, now(), SignedDuration::from_secs(window))).map(|r| r.replicas).collect();
+                (w.iter().copied().max(), w.iter().copied().min())
+            };
+            prop_assert_eq!(inside(&all), inside(&small));
         }
 
         /// No flapping: usage within tolerance of the target never changes the count.

@@ -1,0 +1,75 @@
+//! The metrics every engine reads: typed clients for metrics.k8s.io (PodMetrics, NodeMetrics),
+//! custom.metrics.k8s.io/v1beta2 (Pods and Object metrics) and external.metrics.k8s.io/v1beta1,
+//! behind one [`Cache`] per sync cycle.
+//!
+//! A cycle first collects the [`Query`]s its Autoscalers need (equal ones collapse, so a
+//! hundred Autoscalers in a namespace cost one PodMetrics list), then [`Client::fill`] makes them
+//! concurrently, then the pure engines read the parsed [`Answer`]s. Planning and reading never
+//! touch the network, which is what lets `omniscale plan` and the benchmarks run the same code.
+
+pub mod cache;
+pub mod client;
+pub mod pods;
+pub mod query;
+pub mod types;
+
+pub use cache::Cache;
+pub use client::Client;
+pub use pods::PodIndex;
+pub use query::{Answer, Query};
+
+use jiff::{SignedDuration, Timestamp};
+
+/// One value of a metric: `value` in milli-units, measured over `window` ending at `timestamp`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Sample {
+    pub value: i64,
+    pub timestamp: Timestamp,
+    pub window: SignedDuration,
+}
+
+/// A pod's usage from its PodMetrics, parsed once per cycle: per container, per resource, in
+/// milli-units.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Usage {
+    pub timestamp: Timestamp,
+    pub window: SignedDuration,
+    pub containers: Vec<(String, Vec<(String, i64)>)>,
+}
+
+impl Usage {
+    /// The pod's usage of `resource`, summed over its containers (or only `container`).
+    /// `None` when a counted container does not report the resource or none is counted, which
+    /// upstream treats as a missing pod.
+    pub fn of(&self, resource: &str, container: Option<&str>) -> Option<Sample> {
+        let mut sum = 0i64;
+        let mut counted = 0;
+        for (name, usage) in &self.containers {
+            if container.is_some_and(|c| c != name) {
+                continue;
+            }
+            sum = sum.saturating_add(usage.iter().find(|(r, _)| r == resource)?.1);
+            counted += 1;
+        }
+        (counted > 0).then_some(Sample { value: sum, timestamp: self.timestamp, window: self.window })
+    }
+}
+
+/// Why a metrics read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("unable to fetch metrics from {api}: {source}")]
+    Api {
+        api: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("unable to fetch metrics from {api}: {message}")]
+    Malformed { api: &'static str, message: String },
+    #[error("invalid request {path:?}: {source}")]
+    Request {
+        path: String,
+        #[source]
+        source: http::Error,
+    },
+}
