@@ -105,6 +105,7 @@ async fn scenario(args: &SimArgs, dir: &Path) -> Result<()> {
     world.asgs = sc.cloud.as_ref().map(|c| c.auto_scaling_groups.clone()).unwrap_or_default();
     world.static_nodes = sc.nodes.clone();
     world.workloads = sc.workloads.clone();
+    world.external_metrics = sc.external_metrics.clone();
     let opts = SimOptions { listen: args.listen, speed, ..SimOptions::default() };
     let running = runtime::start(opts, world).await.map_err(sim_error)?;
     announce(&running, args)?;

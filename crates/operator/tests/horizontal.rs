@@ -42,7 +42,11 @@ struct Setup {
     kubeconfig: std::path::PathBuf,
 }
 
-async fn setup(mode: &str, dry_run: bool) -> Setup {
+fn cpu_50() -> serde_json::Value {
+    json!([{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}}])
+}
+
+async fn setup(mode: &str, dry_run: bool, metrics: serde_json::Value, tag: &str) -> Setup {
     omniscale_operator::install_crypto_provider();
     let mut world = World::default();
     world.static_nodes = vec![StaticNodes::of_type("node", 3, "m5.large")];
@@ -76,13 +80,11 @@ async fn setup(mode: &str, dry_run: bool) -> Setup {
     let a: Autoscaler = serde_json::from_value(json!({"apiVersion": "omniscale.dev/v1alpha1", "kind": "Autoscaler",
         "metadata": {"name": "web"},
         "spec": {"mode": mode, "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
-            "horizontal": {"minReplicas": 1, "maxReplicas": 10, "metrics": [{"type": "Resource",
-                "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}}]}}}))
+            "horizontal": {"minReplicas": 1, "maxReplicas": 10, "metrics": metrics}}}))
     .unwrap();
     autoscalers.create(&PostParams::default(), &a).await.unwrap();
 
-    let kubeconfig =
-        std::env::temp_dir().join(format!("omniscale-horizontal-{}-{mode}-{dry_run}.kubeconfig", std::process::id()));
+    let kubeconfig = std::env::temp_dir().join(format!("omniscale-horizontal-{}-{tag}.kubeconfig", std::process::id()));
     std::fs::write(&kubeconfig, sim.kubeconfig()).unwrap();
     let mut argv = vec!["omniscale", "run", "--kubeconfig", kubeconfig.to_str().unwrap(), "--pod-name", "test"];
     argv.extend(["--http-addr", "127.0.0.1:0"]);
@@ -119,7 +121,7 @@ async fn published(autoscalers: &Api<Autoscaler>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recommend_publishes_without_scaling_then_auto_scales() {
-    let t = setup("Recommend", false).await;
+    let t = setup("Recommend", false, cpu_50(), "recommend").await;
     let client = t.client.clone();
     let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
     let autoscalers: Api<Autoscaler> = Api::namespaced(client.clone(), "default");
@@ -157,12 +159,66 @@ async fn recommend_publishes_without_scaling_then_auto_scales() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_publishes_but_never_scales() {
-    let t = setup("Auto", true).await;
+    let t = setup("Auto", true, cpu_50(), "dry-run").await;
     let deploys: Api<Deployment> = Api::namespaced(t.client.clone(), "default");
     let autoscalers: Api<Autoscaler> = Api::namespaced(t.client.clone(), "default");
     published(&autoscalers).await;
     // Several more sync periods: still one replica.
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(deploys.get("web").await.unwrap().spec.unwrap().replicas, Some(1));
+    t.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_and_object_metrics_scale_through_the_metrics_apis() {
+    let metrics = json!([
+        {"type": "External", "external": {"metric": {"name": "queue_depth", "selector": {"matchLabels": {"queue": "jobs"}}},
+            "target": {"type": "AverageValue", "averageValue": "30"}}},
+        {"type": "Object", "object": {"describedObject": {"apiVersion": "v1", "kind": "Service", "name": "front"},
+            "metric": {"name": "hits"}, "target": {"type": "Value", "value": "100"}}}
+    ]);
+    let t = setup("Auto", false, metrics, "external").await;
+    let labels = |q: &str| BTreeMap::from([("queue".to_owned(), q.to_owned())]);
+    // 90 jobs at 30 per replica → 3; the other queue's series is not selected.
+    t.sim.cluster.set_external_metric(
+        "default",
+        "queue_depth",
+        vec![(labels("jobs"), "90".into()), (labels("mail"), "900".into())],
+    );
+    // 50 hits against a 100 target at 1 replica asks for fewer, so the queue decides.
+    t.sim.cluster.set_custom_metric("default", "services", "front", "hits", "50");
+    let deploys: Api<Deployment> = Api::namespaced(t.client.clone(), "default");
+    let autoscalers: Api<Autoscaler> = Api::namespaced(t.client.clone(), "default");
+    eventually("scaled to 3 by the queue", || async {
+        deploys.get("web").await.unwrap().spec.unwrap().replicas == Some(3)
+    })
+    .await;
+    // Once the three replicas exist, each has 30 of the 90 jobs.
+    eventually("status shows both metrics at 3 replicas", || async {
+        let a = autoscalers.get("web").await.unwrap();
+        let h = a.status.and_then(|s| s.horizontal);
+        h.and_then(|h| h.current_metrics).is_some_and(|m| {
+            m.len() == 2
+                && m[0].external.as_ref().and_then(|e| e.current.average_value.as_ref()).is_some_and(|v| v.0 == "30")
+        })
+    })
+    .await;
+    let h = autoscalers.get("web").await.unwrap().status.unwrap().horizontal.unwrap();
+    let m = h.current_metrics.unwrap();
+    assert_eq!(m[0].external.as_ref().unwrap().current.average_value.as_ref().unwrap().0, "30");
+    assert_eq!(m[1].object.as_ref().unwrap().current.value.as_ref().unwrap().0, "50");
+    let explanation = h.explanation.unwrap();
+    assert!(explanation[0].starts_with("queue_depth: "), "{explanation:?}");
+
+    // The external metric disappears: the metric fails with upstream's reason, and a broken
+    // metric blocks the scale-down the Object metric alone would make.
+    t.sim.cluster.set_external_metric("default", "queue_depth", vec![]);
+    eventually("FailedGetExternalMetric", || async {
+        let a = autoscalers.get("web").await.unwrap();
+        a.status.unwrap().conditions.iter().any(|c| c.type_ == "ScalingActive" && c.reason == "FailedGetExternalMetric")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(deploys.get("web").await.unwrap().spec.unwrap().replicas, Some(3));
     t.finish().await;
 }

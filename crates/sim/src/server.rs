@@ -23,11 +23,21 @@ use tokio::sync::broadcast::error::RecvError;
 /// Who every HTTP client is: the kubeconfig's user (the simulator does not authenticate).
 const USER: &str = "kubernetes-admin";
 
-/// Virtual `metrics.k8s.io` objects, refreshed by the simulated kubelets.
+/// Virtual `metrics.k8s.io` objects, refreshed by the simulated kubelets, and the values the
+/// custom and external metrics APIs serve.
 #[derive(Debug, Default)]
 pub struct MetricsTable {
     pub pods: BTreeMap<(String, String), Value>,
     pub nodes: BTreeMap<String, Value>,
+    /// (namespace, resource, object, metric) → quantity, refreshed every step (per-pod
+    /// `requests_per_second` of workloads with a load model).
+    pub custom: BTreeMap<(String, String, String, String), String>,
+    /// (namespace, metric) → series (labels, quantity), refreshed every step from the scenario.
+    pub external: BTreeMap<(String, String), Vec<(BTreeMap<String, String>, String)>>,
+    /// Values set with [`Cluster::set_custom_metric`]; they win over refreshed ones.
+    pub fixed_custom: BTreeMap<(String, String, String, String), String>,
+    /// Series set with [`Cluster::set_external_metric`], served with the refreshed ones.
+    pub fixed_external: BTreeMap<(String, String), Vec<(BTreeMap<String, String>, String)>>,
 }
 
 /// Everything the HTTP layer and the simulated control plane share.
@@ -85,6 +95,23 @@ impl Cluster {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert((namespace.to_owned(), name.to_owned()), addr);
+    }
+
+    /// Serves `value` (a quantity) as custom metric `metric` of object `name` of `resource`
+    /// (`pods`, `services`, `deployments.apps`, or `namespaces` with the namespace as name).
+    pub fn set_custom_metric(&self, namespace: &str, resource: &str, name: &str, metric: &str, value: &str) {
+        let mut m = self.shared.metrics.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        m.fixed_custom.insert((namespace.into(), resource.into(), name.into(), metric.into()), value.into());
+    }
+
+    /// Replaces the series of external metric `metric` in `namespace` (an empty list removes it).
+    pub fn set_external_metric(&self, namespace: &str, metric: &str, series: Vec<(BTreeMap<String, String>, String)>) {
+        let mut m = self.shared.metrics.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if series.is_empty() {
+            m.fixed_external.remove(&(namespace.to_owned(), metric.to_owned()));
+        } else {
+            m.fixed_external.insert((namespace.into(), metric.into()), series);
+        }
     }
 
     /// Locks the store. A panic while holding the lock would poison it; the store is still
@@ -205,6 +232,8 @@ async fn route(
         ["api", "v1"] => resource_list(cluster, "", "v1"),
         ["apis", g] => group(cluster, g),
         ["apis", g, v] => resource_list(cluster, g, v),
+        ["apis", "custom.metrics.k8s.io", "v1beta2", rest @ ..] => custom_metrics(cluster, rest, method, q),
+        ["apis", "external.metrics.k8s.io", "v1beta1", rest @ ..] => external_metrics(cluster, rest, method, q),
         ["api", "v1", rest @ ..] => resource(cluster, "", "v1", rest, method, q, headers, body).await,
         ["apis", g, v, rest @ ..] => resource(cluster, g, v, rest, method, q, headers, body).await,
         _ => Err(ApiError::not_found("path", &format!("/{}", segs.join("/")))),
@@ -541,6 +570,97 @@ fn metrics(
     Ok(json_response(
         200,
         &json!({"kind": format!("{}List", rt.kind), "apiVersion": "metrics.k8s.io/v1beta1", "metadata": {}, "items": items}),
+    ))
+}
+
+/// The kind and apiVersion a custom metrics adapter reports for a resource name.
+fn described_kind(cluster: &Cluster, resource: &str) -> (String, String) {
+    let (plural, group) = resource.split_once('.').unwrap_or((resource, ""));
+    let store = cluster.store();
+    let found = store.registry.all().find(|rt| rt.plural == plural && rt.group == group);
+    match found {
+        Some(rt) => (rt.kind.clone(), if group.is_empty() { format!("/{}", rt.version) } else { rt.api_version() }),
+        None => (plural.to_owned(), String::new()),
+    }
+}
+
+/// custom.metrics.k8s.io/v1beta2, as an adapter serves it: `namespaces/NS/RESOURCE/NAME/METRIC`
+/// (NAME `*` for every object) and `namespaces/NS/metrics/METRIC` for the namespace itself.
+/// Metric label selectors are accepted and ignored: the simulated series carry no labels.
+fn custom_metrics(cluster: &Cluster, rest: &[&str], method: &Method, q: &Query) -> Result<Response, ApiError> {
+    if method != Method::GET {
+        return Err(ApiError::method_not_allowed("metrics are read-only"));
+    }
+    let (ns, resource, name, metric) = match rest {
+        ["namespaces", ns, "metrics", metric] => (*ns, "namespaces", *ns, *metric),
+        ["namespaces", ns, resource, name, metric] => (*ns, *resource, *name, *metric),
+        _ => return Err(ApiError::not_found("path", &rest.join("/"))),
+    };
+    let labels = list_options(q)?.labels;
+    let (kind, api_version) = described_kind(cluster, resource);
+    // A pod label selector narrows `pods/*` to the pods it selects, as adapters do. Read before
+    // the metrics table is locked: the control loop takes the store, then the table.
+    let selected: Option<std::collections::BTreeSet<String>> = (resource == "pods" && !labels.is_empty()).then(|| {
+        cluster
+            .store()
+            .all(&crate::registry::ResourceKey::new("", "pods"), Some(ns))
+            .iter()
+            .filter(|p| labels.matches_object(p))
+            .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned))
+            .collect()
+    });
+    let now = crate::store::ts(cluster.now());
+    let table = cluster.shared.metrics.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut values: BTreeMap<&str, &String> = BTreeMap::new();
+    for source in [&table.custom, &table.fixed_custom] {
+        for ((n, r, o, m), v) in source {
+            if n == ns && r == resource && m == metric && (name == "*" || o == name) {
+                values.insert(o, v);
+            }
+        }
+    }
+    if let Some(selected) = &selected {
+        values.retain(|pod, _| selected.contains(*pod));
+    }
+    if values.is_empty() {
+        return Err(ApiError::not_found(&format!("metric {metric} for {resource}"), name));
+    }
+    let items: Vec<Value> = values
+        .into_iter()
+        .map(|(o, v)| {
+            json!({"describedObject": {"kind": kind, "namespace": ns, "name": o, "apiVersion": api_version},
+                   "metric": {"name": metric}, "timestamp": now, "windowSeconds": 60, "value": v})
+        })
+        .collect();
+    Ok(json_response(
+        200,
+        &json!({"kind": "MetricValueList", "apiVersion": "custom.metrics.k8s.io/v1beta2", "metadata": {}, "items": items}),
+    ))
+}
+
+/// external.metrics.k8s.io/v1beta1: `namespaces/NS/METRIC`, series narrowed by `labelSelector`.
+fn external_metrics(cluster: &Cluster, rest: &[&str], method: &Method, q: &Query) -> Result<Response, ApiError> {
+    if method != Method::GET {
+        return Err(ApiError::method_not_allowed("metrics are read-only"));
+    }
+    let ["namespaces", ns, metric] = rest else { return Err(ApiError::not_found("path", &rest.join("/"))) };
+    let labels = list_options(q)?.labels;
+    let now = crate::store::ts(cluster.now());
+    let table = cluster.shared.metrics.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let key = ((*ns).to_owned(), (*metric).to_owned());
+    let items: Vec<Value> = [&table.external, &table.fixed_external]
+        .into_iter()
+        .filter_map(|t| t.get(&key))
+        .flatten()
+        .filter(|(l, _)| labels.matches(l))
+        .map(|(l, v)| json!({"metricName": metric, "metricLabels": l, "timestamp": now, "value": v}))
+        .collect();
+    if items.is_empty() && ![&table.external, &table.fixed_external].iter().any(|t| t.contains_key(&key)) {
+        return Err(ApiError::not_found(&format!("external metric {metric}"), ns));
+    }
+    Ok(json_response(
+        200,
+        &json!({"kind": "ExternalMetricValueList", "apiVersion": "external.metrics.k8s.io/v1beta1", "metadata": {}, "items": items}),
     ))
 }
 

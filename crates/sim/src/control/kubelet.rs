@@ -184,6 +184,7 @@ pub fn metrics(ctx: &mut Ctx<'_>) {
     }
     let now = crate::store::ts(ctx.now);
     let mut pod_metrics = BTreeMap::new();
+    let mut custom = BTreeMap::new();
     let mut node_usage: HashMap<String, (f64, f64)> = HashMap::new();
     for p in running {
         let workload = workload_of(p, &rs_owner);
@@ -219,6 +220,16 @@ pub fn metrics(ctx: &mut Ctx<'_>) {
             e.1 += mem;
             out.push(json!({"name": cname, "usage": {"cpu": format!("{}n", (cpu * 1e6).round() as i64), "memory": format!("{}Ki", (mem / 1024.0).round() as i64)}}));
         }
+        // What a Prometheus adapter would serve for an instrumented web server: each ready pod's
+        // share of its workload's request rate.
+        if let (Some(load), Some(w)) = (spec.and_then(|s| s.load.as_ref()), &workload) {
+            let ready = ready_by_workload.get(w).copied().unwrap_or(0);
+            let rps = if is_ready(p) && ready > 0 { load.rate.rate_at(ctx.t) / f64::from(ready) } else { 0.0 };
+            custom.insert(
+                (ns_of(p), "pods".to_owned(), name_of(p), "requests_per_second".to_owned()),
+                format!("{}m", (rps * 1000.0).round() as i64),
+            );
+        }
         pod_metrics.insert(
             (ns_of(p), name_of(p)),
             json!({"kind": "PodMetrics", "apiVersion": "metrics.k8s.io/v1beta1",
@@ -240,6 +251,16 @@ pub fn metrics(ctx: &mut Ctx<'_>) {
                    "usage": {"cpu": format!("{}n", (cpu * 1e6).round() as i64), "memory": format!("{}Ki", (mem / 1024.0).round() as i64)}}),
         );
     }
+    let mut external: BTreeMap<(String, String), Vec<(BTreeMap<String, String>, String)>> = BTreeMap::new();
+    for m in &ctx.world.external_metrics {
+        let v = m.value.rate_at(ctx.t);
+        external
+            .entry((m.namespace.clone(), m.name.clone()))
+            .or_default()
+            .push((m.labels.clone(), format!("{}m", (v * 1000.0).round() as i64)));
+    }
     ctx.metrics.pods = pod_metrics;
     ctx.metrics.nodes = node_metrics;
+    ctx.metrics.custom = custom;
+    ctx.metrics.external = external;
 }

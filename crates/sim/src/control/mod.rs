@@ -42,6 +42,7 @@ pub struct World {
     pub asgs: Vec<AsgSpec>,
     pub static_nodes: Vec<StaticNodes>,
     pub workloads: Vec<WorkloadSpec>,
+    pub external_metrics: Vec<crate::world::scenario::ExternalMetricSpec>,
     pub timings: Timings,
     pub seed: u64,
     /// When the kubelet first saw a pod bound / terminating, by uid.

@@ -66,8 +66,25 @@ pub struct Scenario {
     pub nodes: Vec<StaticNodes>,
     #[serde(default)]
     pub workloads: Vec<WorkloadSpec>,
+    /// Series the simulated external metrics API serves (what KEDA or a Prometheus adapter
+    /// would: a queue's depth, say).
+    #[serde(default)]
+    pub external_metrics: Vec<ExternalMetricSpec>,
     #[serde(default)]
     pub actions: Vec<TimedAction>,
+}
+
+/// One series of an external metric, its value following a rate model over time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExternalMetricSpec {
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    pub name: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(with = "serde_yaml::with::singleton_map")]
+    pub value: super::load::RequestRate,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -407,6 +424,14 @@ impl Scenario {
             check_taints(&mut issues, &format!("{path}.taints"), &n.taints);
         }
 
+        for (i, m) in self.external_metrics.iter().enumerate() {
+            if m.name.is_empty() {
+                issues.push(format!("externalMetrics[{i}].name: must not be empty"));
+            }
+            for p in m.value.problems() {
+                issues.push(format!("externalMetrics[{i}].value.{p}"));
+            }
+        }
         let mut workloads = BTreeSet::new();
         for (i, w) in self.workloads.iter().enumerate() {
             let path = format!("workloads[{i}] ({}/{})", w.namespace, w.name);
