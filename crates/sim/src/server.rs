@@ -23,6 +23,9 @@ use tokio::sync::broadcast::error::RecvError;
 /// Who every HTTP client is: the kubeconfig's user (the simulator does not authenticate).
 const USER: &str = "kubernetes-admin";
 
+/// Series of one external metric: labels and a quantity each.
+pub type ExternalSeries = Vec<(BTreeMap<String, String>, String)>;
+
 /// Virtual `metrics.k8s.io` objects, refreshed by the simulated kubelets, and the values the
 /// custom and external metrics APIs serve.
 #[derive(Debug, Default)]
@@ -33,11 +36,11 @@ pub struct MetricsTable {
     /// `requests_per_second` of workloads with a load model).
     pub custom: BTreeMap<(String, String, String, String), String>,
     /// (namespace, metric) → series (labels, quantity), refreshed every step from the scenario.
-    pub external: BTreeMap<(String, String), Vec<(BTreeMap<String, String>, String)>>,
+    pub external: BTreeMap<(String, String), ExternalSeries>,
     /// Values set with [`Cluster::set_custom_metric`]; they win over refreshed ones.
     pub fixed_custom: BTreeMap<(String, String, String, String), String>,
     /// Series set with [`Cluster::set_external_metric`], served with the refreshed ones.
-    pub fixed_external: BTreeMap<(String, String), Vec<(BTreeMap<String, String>, String)>>,
+    pub fixed_external: BTreeMap<(String, String), ExternalSeries>,
 }
 
 /// Everything the HTTP layer and the simulated control plane share.
@@ -105,7 +108,7 @@ impl Cluster {
     }
 
     /// Replaces the series of external metric `metric` in `namespace` (an empty list removes it).
-    pub fn set_external_metric(&self, namespace: &str, metric: &str, series: Vec<(BTreeMap<String, String>, String)>) {
+    pub fn set_external_metric(&self, namespace: &str, metric: &str, series: ExternalSeries) {
         let mut m = self.shared.metrics.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         if series.is_empty() {
             m.fixed_external.remove(&(namespace.to_owned(), metric.to_owned()));

@@ -251,7 +251,7 @@ pub fn metrics(ctx: &mut Ctx<'_>) {
                    "usage": {"cpu": format!("{}n", (cpu * 1e6).round() as i64), "memory": format!("{}Ki", (mem / 1024.0).round() as i64)}}),
         );
     }
-    let mut external: BTreeMap<(String, String), Vec<(BTreeMap<String, String>, String)>> = BTreeMap::new();
+    let mut external: BTreeMap<(String, String), crate::server::ExternalSeries> = BTreeMap::new();
     for m in &ctx.world.external_metrics {
         let v = m.value.rate_at(ctx.t);
         external
