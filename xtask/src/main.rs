@@ -1,6 +1,7 @@
 //! Project chores: `cargo xtask crds` regenerates `manifests/00-crds.yaml` from the Rust types;
 //! `cargo xtask check` fails when the committed file has drifted from them; `cargo xtask bench
-//! cluster [FILTER]` runs the scheduling benchmarks (release build), one JSON object per line.
+//! cluster [FILTER]` runs the scheduling benchmarks and `cargo xtask bench hpa [FILTER]` the
+//! horizontal sync-cycle benchmark (release builds), one JSON object per line.
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -16,8 +17,9 @@ fn workspace_root() -> PathBuf {
 fn bench(args: &[String]) -> ExitCode {
     let (package, target) = match args.first().map(String::as_str) {
         Some("cluster") => ("omniscale-cluster", "cluster"),
+        Some("hpa") => ("omniscale-hpa", "cycle"),
         _ => {
-            eprintln!("usage: cargo xtask bench cluster [FILTER]");
+            eprintln!("usage: cargo xtask bench <cluster|hpa> [FILTER]");
             return ExitCode::from(2);
         }
     };
@@ -73,7 +75,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <crds|check|bench>\n  crds   regenerate {CRD_FILE}\n  check  fail if {CRD_FILE} has drifted\n  bench cluster [FILTER]  scheduling benchmarks (JSON lines)"
+                "usage: cargo xtask <crds|check|bench>\n  crds   regenerate {CRD_FILE}\n  check  fail if {CRD_FILE} has drifted\n  bench cluster [FILTER]  scheduling benchmarks (JSON lines)\n  bench hpa [FILTER]      horizontal sync cycle, 10,000 Autoscalers (JSON lines)"
             );
             ExitCode::from(2)
         }

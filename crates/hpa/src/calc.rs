@@ -319,8 +319,13 @@ pub fn value_replicas(
 /// metric blocks a scale-down (and everything when all fail). Returns the replicas to aim for,
 /// or the index of the first failure that stops scaling.
 pub fn combine(results: &[Result<Proposal, CalcError>], spec_replicas: i32) -> Result<i32, usize> {
-    let best = results.iter().filter_map(|r| r.as_ref().ok()).map(|p| p.replicas).max();
-    let first_err = results.iter().position(Result::is_err);
+    combine_counts(results.iter().map(|r| r.as_ref().ok().map(|p| p.replicas)), spec_replicas)
+}
+
+/// [`combine`] over each metric's proposed count (`None`: the metric failed).
+pub fn combine_counts(proposals: impl Iterator<Item = Option<i32>> + Clone, spec_replicas: i32) -> Result<i32, usize> {
+    let best = proposals.clone().flatten().max();
+    let first_err = proposals.clone().position(|p| p.is_none());
     match (best, first_err) {
         (None, Some(i)) => Err(i),
         (Some(b), Some(i)) if b < spec_replicas => Err(i),

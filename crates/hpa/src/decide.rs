@@ -3,7 +3,7 @@
 //! the three conditions. The shell reads the scale, pods and metrics and applies the result.
 
 use crate::Tolerance;
-use crate::calc::{self, CalcError, PodSample, Proposal, Sample, Target, Timing, ValueTarget};
+use crate::calc::{self, PodSample, Proposal, Sample, Target, Timing, ValueTarget};
 use crate::normalize::{self, Behavior, Normalized, Recommendation, ScaleEvent};
 use jiff::{SignedDuration, Timestamp};
 use std::collections::BTreeMap;
@@ -163,9 +163,7 @@ pub fn decide(input: &Input, history: &mut History) -> Decision {
             Err((reason, message)) => MetricOutcome::Error { reason: reason.clone(), message: message.clone() },
         })
         .collect();
-    let for_combine: Vec<Result<Proposal, CalcError>> =
-        results.iter().map(|r| r.clone().map_err(|_| CalcError::NoMetrics)).collect();
-    let proposed = match calc::combine(&for_combine, current) {
+    let proposed = match calc::combine_counts(results.iter().map(|r| r.as_ref().ok().map(|p| p.replicas)), current) {
         Ok(p) => p,
         Err(i) => {
             let (reason, message) = results[i].clone().err().unwrap_or_default();

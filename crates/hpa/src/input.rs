@@ -13,6 +13,7 @@ use omniscale_api::quantity::{Format, Quantity as Exact};
 use omniscale_api::selector::LabelSelector;
 use omniscale_metrics::query::milli;
 use omniscale_metrics::{Answer, Cache, PodIndex, Query};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// Maps an Object metric's described object (`apiVersion`, `kind`) to the resource the custom
@@ -36,22 +37,22 @@ fn phase(p: &Pod) -> Phase {
 /// A pod as the calculator sees it; the request is for `resource` (in `container` only, when
 /// given), summed over regular and restartable init containers, `None` when one lacks it.
 pub fn pod_sample(p: &Pod, resource: &str, container: Option<&str>) -> Result<PodSample, String> {
-    let containers: Vec<&Container> = match &p.spec {
-        Some(spec) => spec
-            .containers
-            .iter()
-            .chain(spec.init_containers.iter().flatten().filter(|c| c.restart_policy.as_deref() == Some("Always")))
-            .collect(),
-        None => Vec::new(),
+    // Regular containers and restartable init containers (sidecars).
+    let containers = || {
+        p.spec.iter().flat_map(|spec| {
+            spec.containers
+                .iter()
+                .chain(spec.init_containers.iter().flatten().filter(|c| c.restart_policy.as_deref() == Some("Always")))
+        })
     };
     let request = match container {
-        Some(name) => match containers.iter().find(|c| c.name == name) {
+        Some(name) => match containers().find(|c| c.name == name) {
             Some(c) => container_request(c, resource).transpose()?,
             None => None,
         },
         None => {
             let mut sum = Some(0i64);
-            for c in &containers {
+            for c in containers() {
                 match container_request(c, resource).transpose()? {
                     Some(v) => sum = sum.map(|s| s + v),
                     None => sum = None,
@@ -242,10 +243,10 @@ pub fn metric_name(s: &MetricSpec) -> String {
 }
 
 /// The metrics of a spec, with upstream's default (80% average cpu utilization) when none.
-pub fn metric_specs(specs: Option<&[MetricSpec]>) -> Vec<MetricSpec> {
+pub fn metric_specs(specs: Option<&[MetricSpec]>) -> Cow<'_, [MetricSpec]> {
     match specs {
-        Some(s) if !s.is_empty() => s.to_vec(),
-        _ => vec![MetricSpec {
+        Some(s) if !s.is_empty() => Cow::Borrowed(s),
+        _ => Cow::Owned(vec![MetricSpec {
             type_: "Resource".into(),
             resource: Some(api::ResourceMetricSource {
                 name: "cpu".into(),
@@ -256,7 +257,7 @@ pub fn metric_specs(specs: Option<&[MetricSpec]>) -> Vec<MetricSpec> {
                 },
             }),
             ..Default::default()
-        }],
+        }]),
     }
 }
 
@@ -272,8 +273,8 @@ pub struct Scale {
 /// One Autoscaler's decision, and the metric specs it was made for (the default when the
 /// spec has none).
 #[derive(Clone, Debug)]
-pub struct Evaluation {
-    pub specs: Vec<MetricSpec>,
+pub struct Evaluation<'a> {
+    pub specs: Cow<'a, [MetricSpec]>,
     pub decision: Decision,
     pub behavior: Option<crate::normalize::Behavior>,
 }
@@ -281,8 +282,8 @@ pub struct Evaluation {
 /// The whole horizontal evaluation of one Autoscaler in namespace `ns`: its pods by the scale's
 /// selector, an observation per metric from the cycle's answers, then [`decide::decide`].
 #[allow(clippy::too_many_arguments)]
-pub fn evaluate(
-    h: &HorizontalSpec,
+pub fn evaluate<'a>(
+    h: &'a HorizontalSpec,
     ns: &str,
     scale: &Scale,
     pods: &PodIndex,
@@ -290,7 +291,7 @@ pub fn evaluate(
     resource_of: ResourceOf<'_>,
     history: &mut History,
     now: Timestamp,
-) -> Evaluation {
+) -> Evaluation<'a> {
     let specs = metric_specs(h.metrics.as_deref());
     // Upstream refuses to compute anything without a usable selector.
     let selector = if scale.selector.is_empty() {
@@ -322,11 +323,11 @@ fn quantity(milli: i64) -> Quantity {
 
 /// `status.currentMetrics`, as upstream's HPA reports them: one entry per metric that produced
 /// a proposal.
-pub fn current_metrics(e: &Evaluation) -> Vec<MetricStatus> {
+pub fn current_metrics(e: &Evaluation<'_>) -> Vec<MetricStatus> {
     e.decision
         .metrics
         .iter()
-        .zip(&e.specs)
+        .zip(e.specs.iter())
         .filter_map(|(m, s)| {
             let MetricOutcome::Proposal(p) = m else { return None };
             let per_pod = api::MetricValueStatus {
@@ -442,12 +443,12 @@ fn milli_text(v: i64) -> String {
 /// Why the decision is what it is, one line per metric and one for the result: what each
 /// metric measured against its target, which pods were left out and why, and which step
 /// (stabilisation, rate limit, min/max) shaped the count. Status and `omniscale plan` show it.
-pub fn explain(e: &Evaluation) -> Vec<String> {
+pub fn explain(e: &Evaluation<'_>) -> Vec<String> {
     let d = &e.decision;
     let mut lines: Vec<String> = d
         .metrics
         .iter()
-        .zip(&e.specs)
+        .zip(e.specs.iter())
         .map(|(m, s)| {
             let name = metric_name(s);
             match m {

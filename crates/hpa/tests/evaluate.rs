@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Pod;
 use omniscale_api::autoscaler::HorizontalSpec;
 use omniscale_hpa::decide::{History, MetricOutcome};
 use omniscale_hpa::input::{self, Scale};
-use omniscale_metrics::{Answer, Cache, PodIndex, Query, Sample, Usage};
+use omniscale_metrics::{Answer, Cache, ContainerUsage, PodIndex, Query, Sample, Usage};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -46,11 +46,11 @@ fn resource_of(api_version: &str, kind: &str) -> Option<String> {
     (api_version == "networking.k8s.io/v1" && kind == "Ingress").then(|| "ingresses.networking.k8s.io".into())
 }
 
-fn run(h: &HorizontalSpec, pods: &PodIndex, cache: &Cache, replicas: i32) -> input::Evaluation {
+fn run<'a>(h: &'a HorizontalSpec, pods: &PodIndex, cache: &Cache, replicas: i32) -> input::Evaluation<'a> {
     input::evaluate(h, "team", &scale(replicas), pods, cache, &resource_of, &mut History::default(), now())
 }
 
-fn proposal(e: &input::Evaluation, i: usize) -> &omniscale_hpa::calc::Proposal {
+fn proposal<'a>(e: &'a input::Evaluation<'_>, i: usize) -> &'a omniscale_hpa::calc::Proposal {
     match &e.decision.metrics[i] {
         MetricOutcome::Proposal(p) => p,
         other => panic!("metric {i}: {other:?}"),
@@ -89,7 +89,7 @@ fn every_metric_type_reads_its_query() {
     let usage = |cpu: i64| Usage {
         timestamp: now(),
         window: jiff::SignedDuration::from_secs(30),
-        containers: vec![("c".into(), vec![("cpu".into(), cpu)])],
+        containers: vec![ContainerUsage::new("c", [("cpu", cpu)])],
     };
     cache
         .put(pm_q, Ok(Answer::PodMetrics(HashMap::from([("web-1".into(), usage(150)), ("web-2".into(), usage(250))]))));
@@ -132,7 +132,7 @@ fn failures_keep_upstream_reasons_and_block_scale_down_only() {
     let low = Usage {
         timestamp: now(),
         window: jiff::SignedDuration::from_secs(30),
-        containers: vec![("c".into(), vec![("cpu".into(), 20)])],
+        containers: vec![ContainerUsage::new("c", [("cpu", 20)])],
     };
     cache.put(
         Query::PodMetrics { namespace: "team".into() },

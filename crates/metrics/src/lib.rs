@@ -28,13 +28,46 @@ pub struct Sample {
     pub window: SignedDuration,
 }
 
-/// A pod's usage from its PodMetrics, parsed once per cycle: per container, per resource, in
-/// milli-units.
+/// A pod's usage from its PodMetrics, parsed once per cycle: per container, in milli-units.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Usage {
     pub timestamp: Timestamp,
     pub window: SignedDuration,
-    pub containers: Vec<(String, Vec<(String, i64)>)>,
+    pub containers: Vec<ContainerUsage>,
+}
+
+/// One container's usage. cpu and memory get fields of their own because every engine reads
+/// them and a namespace's answer holds thousands of pods: fewer allocations per cycle.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContainerUsage {
+    /// Shared by every pod of a list with this container name (parsing interns it).
+    pub name: std::sync::Arc<str>,
+    pub cpu: Option<i64>,
+    pub memory: Option<i64>,
+    pub other: Vec<(String, i64)>,
+}
+
+impl ContainerUsage {
+    /// A container's usage from (resource, milli) pairs.
+    pub fn new(name: &str, usage: impl IntoIterator<Item = (impl AsRef<str>, i64)>) -> Self {
+        let mut c = ContainerUsage { name: name.into(), cpu: None, memory: None, other: Vec::new() };
+        for (r, v) in usage {
+            match r.as_ref() {
+                "cpu" => c.cpu = Some(v),
+                "memory" => c.memory = Some(v),
+                other => c.other.push((other.to_owned(), v)),
+            }
+        }
+        c
+    }
+
+    pub fn get(&self, resource: &str) -> Option<i64> {
+        match resource {
+            "cpu" => self.cpu,
+            "memory" => self.memory,
+            other => self.other.iter().find(|(r, _)| r == other).map(|(_, v)| *v),
+        }
+    }
 }
 
 impl Usage {
@@ -44,11 +77,11 @@ impl Usage {
     pub fn of(&self, resource: &str, container: Option<&str>) -> Option<Sample> {
         let mut sum = 0i64;
         let mut counted = 0;
-        for (name, usage) in &self.containers {
-            if container.is_some_and(|c| c != name) {
+        for c in &self.containers {
+            if container.is_some_and(|n| n != &*c.name) {
                 continue;
             }
-            sum = sum.saturating_add(usage.iter().find(|(r, _)| r == resource)?.1);
+            sum = sum.saturating_add(c.get(resource)?);
             counted += 1;
         }
         (counted > 0).then_some(Sample { value: sum, timestamp: self.timestamp, window: self.window })

@@ -139,9 +139,9 @@ pub fn pod_usage(m: &PodMetrics) -> Result<Usage, String> {
     for c in &m.containers {
         let mut usage = Vec::with_capacity(c.usage.len());
         for (r, q) in &c.usage {
-            usage.push((r.clone(), milli(q)?));
+            usage.push((r.as_str(), milli(q)?));
         }
-        containers.push((c.name.clone(), usage));
+        containers.push(crate::ContainerUsage::new(&c.name, usage));
     }
     Ok(Usage { timestamp: timestamp(&m.timestamp)?, window: window(&m.window)?, containers })
 }
@@ -169,28 +169,118 @@ fn list<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<Vec<T>, String> {
     serde_json::from_slice::<List<T>>(body).map(|l| l.items).map_err(|e| format!("malformed response: {e}"))
 }
 
+/// PodMetrics as they come off the wire, borrowing from the body: a namespace's list is read
+/// once per cycle but holds every pod, so it is parsed without building ObjectMeta.
+#[derive(serde::Deserialize)]
+struct WirePodMetrics<'a> {
+    #[serde(borrow)]
+    metadata: WireMeta<'a>,
+    #[serde(borrow)]
+    timestamp: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    window: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    containers: Vec<WireContainer<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct WireMeta<'a> {
+    #[serde(borrow, default)]
+    name: std::borrow::Cow<'a, str>,
+}
+
+#[derive(serde::Deserialize)]
+struct WireContainer<'a> {
+    #[serde(borrow)]
+    name: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    usage: std::collections::BTreeMap<std::borrow::Cow<'a, str>, std::borrow::Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
+struct WireList<T> {
+    #[serde(default = "Vec::new")]
+    items: Vec<T>,
+}
+
+/// Parses a string once per distinct value: the items of one list almost always share their
+/// timestamp and window.
+struct Memo<T> {
+    last: Option<(String, T)>,
+}
+
+impl<T: Copy> Memo<T> {
+    fn get(&mut self, s: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<T, String> {
+        if let Some((k, v)) = &self.last {
+            if k == s {
+                return Ok(*v);
+            }
+        }
+        let v = parse(s)?;
+        self.last = Some((s.to_owned(), v));
+        Ok(v)
+    }
+}
+
+fn quantity_milli(s: &str) -> Result<i64, String> {
+    omniscale_api::quantity::Quantity::parse(s)
+        .map(|x| x.milli().clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64)
+        .map_err(|e| format!("quantity {s:?}: {e}"))
+}
+
+fn parse_pod_metrics(body: &[u8]) -> Result<Answer, String> {
+    let list: WireList<WirePodMetrics<'_>> =
+        serde_json::from_slice(body).map_err(|e| format!("malformed response: {e}"))?;
+    let mut out: HashMap<String, Usage> = HashMap::with_capacity(list.items.len());
+    let (mut ts, mut win) = (Memo { last: None }, Memo { last: None });
+    let mut names: HashMap<String, std::sync::Arc<str>> = HashMap::new();
+    for m in list.items {
+        let parsed = (|| -> Result<Usage, String> {
+            let timestamp = ts.get(&m.timestamp, timestamp)?;
+            let window = win.get(&m.window, window)?;
+            let mut containers = Vec::with_capacity(m.containers.len());
+            for c in &m.containers {
+                let name = match names.get(c.name.as_ref()) {
+                    Some(n) => n.clone(),
+                    None => {
+                        let n: std::sync::Arc<str> = std::sync::Arc::from(c.name.as_ref());
+                        names.insert(c.name.to_string(), n.clone());
+                        n
+                    }
+                };
+                let mut usage = crate::ContainerUsage { name, cpu: None, memory: None, other: Vec::new() };
+                for (r, q) in &c.usage {
+                    let v = quantity_milli(q)?;
+                    match r.as_ref() {
+                        "cpu" => usage.cpu = Some(v),
+                        "memory" => usage.memory = Some(v),
+                        other => usage.other.push((other.to_owned(), v)),
+                    }
+                }
+                containers.push(usage);
+            }
+            Ok(Usage { timestamp, window, containers })
+        })();
+        match parsed {
+            Ok(u) => {
+                let newer = out.get(m.metadata.name.as_ref()).is_none_or(|old| old.timestamp < u.timestamp);
+                if newer {
+                    out.insert(m.metadata.name.into_owned(), u);
+                }
+            }
+            Err(e) => debug!(pod = %m.metadata.name, error = %e, "malformed PodMetrics left out"),
+        }
+    }
+    Ok(Answer::PodMetrics(out))
+}
+
 impl Answer {
     /// Parses a response body for `q`. A malformed item of a per-pod or per-node list is left
     /// out (that pod then counts as missing, as upstream treats a pod without metrics) and
     /// logged; anything else malformed is an error.
     pub fn parse(q: &Query, body: &[u8]) -> Result<Answer, String> {
         match q {
-            Query::PodMetrics { .. } => {
-                let mut out = HashMap::new();
-                for m in list::<PodMetrics>(body)? {
-                    let name = m.metadata.name.clone().unwrap_or_default();
-                    match pod_usage(&m) {
-                        Ok(u) => {
-                            let newer = out.get(&name).is_none_or(|old: &Usage| old.timestamp < u.timestamp);
-                            if newer {
-                                out.insert(name, u);
-                            }
-                        }
-                        Err(e) => debug!(pod = %name, error = %e, "malformed PodMetrics left out"),
-                    }
-                }
-                Ok(Answer::PodMetrics(out))
-            }
+            Query::PodMetrics { .. } => parse_pod_metrics(body),
             Query::NodeMetrics => {
                 let mut out = HashMap::new();
                 for m in list::<NodeMetrics>(body)? {

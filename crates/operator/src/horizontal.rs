@@ -210,7 +210,13 @@ async fn cycle(
     ctx.metrics.count_reads("horizontal", "scale", scale_reads);
     ctx.metrics.count_reads("horizontal", "metrics", cache.requests());
     debug!(autoscalers = items.len(), scale_reads, metrics_reads = cache.requests(), "horizontal cycle read");
-    let index = PodIndex::new(pods.state());
+    // Only the label keys the targets' selectors test for equality are indexed.
+    let selectors: Vec<omniscale_api::selector::LabelSelector> = items
+        .iter()
+        .filter_map(|i| i.scale.as_ref().ok())
+        .filter_map(|s| omniscale_api::selector::LabelSelector::parse(&s.selector).ok())
+        .collect();
+    let index = PodIndex::with_keys(pods.state(), selectors.iter().flat_map(|s| s.equalities().map(|(k, _)| k)));
     let now = ctx.clock.now();
     let work: Vec<(Item, History)> = items
         .into_iter()

@@ -247,12 +247,12 @@ pub fn plan_one(a: &Autoscaler, inputs: &Inputs, pods: &PodIndex, cache: &Cache,
     out
 }
 
-fn horizontal_json(e: &Evaluation) -> Value {
+fn horizontal_json(e: &Evaluation<'_>) -> Value {
     let d = &e.decision;
     let metrics: Vec<Value> = d
         .metrics
         .iter()
-        .zip(&e.specs)
+        .zip(e.specs.iter())
         .map(|(m, s)| {
             let mut v = json!({"type": s.type_, "name": input::metric_name(s)});
             match m {
