@@ -792,6 +792,23 @@ actions:
     }
 
     #[test]
+    fn external_metrics_follow_their_rate_model() {
+        let s = Scenario::from_yaml(
+            "name: x\nexternalMetrics:\n- {name: queue_depth, labels: {queue: jobs}, value: {steps: [{at: 0, rps: 5}, {at: 60, rps: 90}]}}\n",
+        )
+        .unwrap();
+        let m = &s.external_metrics[0];
+        assert_eq!((m.namespace.as_str(), m.labels["queue"].as_str()), ("default", "jobs"));
+        assert_eq!((m.value.rate_at(10.0), m.value.rate_at(61.0)), (5.0, 90.0));
+        let mut bad = s.clone();
+        bad.external_metrics[0].name.clear();
+        bad.external_metrics[0].value = super::super::load::RequestRate::Constant(-1.0);
+        let issues = bad.validate();
+        assert!(issues.iter().any(|i| i.starts_with("externalMetrics[0].name")), "{issues:?}");
+        assert!(issues.iter().any(|i| i.starts_with("externalMetrics[0].value")), "{issues:?}");
+    }
+
+    #[test]
     fn parse_errors_name_field_and_line() {
         let err = parse_error("name: x\ndurration: 5\n");
         assert!(err.contains("durration") && err.contains("line 2"), "{err}");
