@@ -89,7 +89,9 @@ fn failed(kind: Kind, message: String) -> Observation {
     Observation::Failed { reason: kind.failure_reason(), message }
 }
 
-fn selector_string(
+/// A metric's label selector in query-string form, for the metrics APIs (and for matching
+/// `omniscale plan`'s files against the queries).
+pub fn selector_string(
     s: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
 ) -> Result<String, String> {
     match s {

@@ -52,13 +52,18 @@ impl ContainerUsage {
     pub fn new(name: &str, usage: impl IntoIterator<Item = (impl AsRef<str>, i64)>) -> Self {
         let mut c = ContainerUsage { name: name.into(), cpu: None, memory: None, other: Vec::new() };
         for (r, v) in usage {
-            match r.as_ref() {
-                "cpu" => c.cpu = Some(v),
-                "memory" => c.memory = Some(v),
-                other => c.other.push((other.to_owned(), v)),
-            }
+            c.set(r.as_ref(), v);
         }
         c
+    }
+
+    /// Records the usage of `resource`.
+    pub fn set(&mut self, resource: &str, milli: i64) {
+        match resource {
+            "cpu" => self.cpu = Some(milli),
+            "memory" => self.memory = Some(milli),
+            other => self.other.push((other.to_owned(), milli)),
+        }
     }
 
     pub fn get(&self, resource: &str) -> Option<i64> {

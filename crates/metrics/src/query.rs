@@ -115,9 +115,7 @@ pub struct NodeUsage {
 
 /// A quantity in milli-units; malformed is an error naming it.
 pub fn milli(q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity) -> Result<i64, String> {
-    omniscale_api::quantity::Quantity::parse(&q.0)
-        .map(|x| x.milli().clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64)
-        .map_err(|e| format!("quantity {:?}: {e}", q.0))
+    quantity_milli(&q.0)
 }
 
 fn timestamp(s: &str) -> Result<Timestamp, String> {
@@ -157,7 +155,8 @@ fn node_usage(m: &NodeMetrics) -> Result<NodeUsage, String> {
 /// Upstream's custom metrics client assumes a one-minute window when the server gives none.
 const DEFAULT_CUSTOM_WINDOW: SignedDuration = SignedDuration::from_mins(1);
 
-fn custom_sample(m: &MetricValue) -> Result<Sample, String> {
+/// One custom metrics value as a sample (also how `omniscale plan` reads them from files).
+pub fn custom_sample(m: &MetricValue) -> Result<Sample, String> {
     Ok(Sample {
         value: milli(&m.value)?,
         timestamp: timestamp(&m.timestamp)?,
@@ -250,12 +249,7 @@ fn parse_pod_metrics(body: &[u8]) -> Result<Answer, String> {
                 };
                 let mut usage = crate::ContainerUsage { name, cpu: None, memory: None, other: Vec::new() };
                 for (r, q) in &c.usage {
-                    let v = quantity_milli(q)?;
-                    match r.as_ref() {
-                        "cpu" => usage.cpu = Some(v),
-                        "memory" => usage.memory = Some(v),
-                        other => usage.other.push((other.to_owned(), v)),
-                    }
+                    usage.set(r, quantity_milli(q)?);
                 }
                 containers.push(usage);
             }

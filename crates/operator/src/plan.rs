@@ -133,21 +133,6 @@ fn resource_key(api_version: &str, kind: &str) -> Option<String> {
     Some(format!("{kind}.{api_version}"))
 }
 
-fn selector_text(s: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>) -> String {
-    s.and_then(|s| serde_json::to_value(s).ok())
-        .and_then(|v| omniscale_api::selector::LabelSelector::from_json(&v).ok())
-        .map(|s| s.to_query())
-        .unwrap_or_default()
-}
-
-fn custom_sample(m: &MetricValue) -> Option<Sample> {
-    Some(Sample {
-        value: omniscale_metrics::query::milli(&m.value).ok()?,
-        timestamp: m.timestamp.parse().ok()?,
-        window: jiff::SignedDuration::from_secs(m.window_seconds.unwrap_or(60)),
-    })
-}
-
 /// Answers a query from the files, as the metrics APIs would have; `None`: not in the input.
 fn answer(q: &Query, inputs: &Inputs) -> Option<Answer> {
     match q {
@@ -167,8 +152,10 @@ fn answer(q: &Query, inputs: &Inputs) -> Option<Answer> {
                 .iter()
                 .filter(|m| m.described_object.kind == "Pod" && m.metric.name == *metric)
                 .filter(|m| m.described_object.namespace.as_deref().unwrap_or("default") == namespace)
-                .filter(|m| selector_text(m.metric.selector.as_ref()) == *metric_selector)
-                .filter_map(|m| Some((m.described_object.name.clone(), custom_sample(m)?)))
+                .filter(|m| input::selector_string(m.metric.selector.as_ref()).as_ref() == Ok(metric_selector))
+                .filter_map(|m| {
+                    Some((m.described_object.name.clone(), omniscale_metrics::query::custom_sample(m).ok()?))
+                })
                 .collect();
             (!values.is_empty()).then_some(Answer::Pods(values))
         }
@@ -181,9 +168,9 @@ fn answer(q: &Query, inputs: &Inputs) -> Option<Answer> {
                     && d.name == *name
                     && (d.namespace.as_deref().unwrap_or(namespace) == namespace || d.kind == "Namespace")
                     && m.metric.name == *metric
-                    && selector_text(m.metric.selector.as_ref()) == *metric_selector
+                    && input::selector_string(m.metric.selector.as_ref()).as_ref() == Ok(metric_selector)
             })
-            .find_map(custom_sample)
+            .find_map(|m| omniscale_metrics::query::custom_sample(m).ok())
             .map(Answer::Object),
         Query::External { metric, selector, .. } => {
             let sel = omniscale_api::selector::LabelSelector::parse(selector).ok()?;

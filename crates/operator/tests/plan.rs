@@ -95,3 +95,77 @@ fn bad_input_names_the_document_and_field() {
     assert!(v["autoscalers"][0]["horizontal"].is_null());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn custom_and_external_metrics_from_raw_api_answers() {
+    let dir = std::env::temp_dir().join(format!("omniscale-plan-custom-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = r#"
+apiVersion: omniscale.dev/v1alpha1
+kind: Autoscaler
+metadata: {name: worker, namespace: team}
+spec:
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: worker}
+  horizontal:
+    minReplicas: 1
+    maxReplicas: 20
+    metrics:
+    - type: Pods
+      pods: {metric: {name: rps}, target: {type: AverageValue, averageValue: "10"}}
+    - type: External
+      external: {metric: {name: queue, selector: {matchLabels: {queue: jobs}}}, target: {type: AverageValue, averageValue: "30"}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: worker, namespace: team}
+spec: {replicas: 2, selector: {matchLabels: {app: worker}}}
+status: {replicas: 2}
+---
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: worker-1, namespace: team, labels: {app: worker}}
+  status: {phase: Running, conditions: [{type: Ready, status: "True"}]}
+- apiVersion: v1
+  kind: Pod
+  metadata: {name: worker-2, namespace: team, labels: {app: worker}}
+  status: {phase: Running, conditions: [{type: Ready, status: "True"}]}
+---
+kind: MetricValueList
+apiVersion: custom.metrics.k8s.io/v1beta2
+metadata: {}
+items:
+- {describedObject: {kind: Pod, namespace: team, name: worker-1, apiVersion: /v1}, metric: {name: rps}, timestamp: "2026-01-01T12:00:00Z", value: "12"}
+- {describedObject: {kind: Pod, namespace: team, name: worker-2, apiVersion: /v1}, metric: {name: rps}, timestamp: "2026-01-01T12:00:00Z", value: "18"}
+---
+kind: ExternalMetricValueList
+apiVersion: external.metrics.k8s.io/v1beta1
+metadata: {}
+items:
+- {metricName: queue, metricLabels: {queue: jobs}, timestamp: "2026-01-01T12:00:00Z", value: "150"}
+- {metricName: queue, metricLabels: {queue: mail}, timestamp: "2026-01-01T12:00:00Z", value: "9000"}
+"#;
+    let f = write(&dir, "worker.yaml", input);
+    let out = plan::run(&args(&["-o", "json", "--now", "2026-01-01T12:00:10Z", &f])).unwrap();
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let h = &v["autoscalers"][0]["horizontal"];
+    // rps: 15 per pod against 10 → 3; queue (jobs only): 150 at 30 per replica → 5.
+    assert_eq!(h["metrics"][0]["proposal"]["replicas"], 3, "{h}");
+    assert_eq!(h["metrics"][1]["proposal"]["replicas"], 5, "{h}");
+    assert_eq!(h["proposedReplicas"], 5);
+    assert_eq!(h["desiredReplicas"], 4, "the legacy scale-up limit from 2 replicas is 4");
+    assert!(h["explanation"][1].as_str().unwrap().starts_with("queue: "), "{h}");
+    // Without the answers, the metrics fail and say what was missing.
+    let only = write(&dir, "only.yaml", input.split("---\nkind: MetricValueList").next().unwrap());
+    let out = plan::run(&args(&["-o", "json", "--now", "2026-01-01T12:00:10Z", &only])).unwrap();
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let e = &v["autoscalers"][0]["horizontal"]["metrics"][1]["error"];
+    assert_eq!(e["reason"], "FailedGetExternalMetric");
+    assert!(e["message"].as_str().unwrap().contains("not in the input"), "{e}");
+    let bad = write(&dir, "bad.yaml", &input.replace("value: \"150\"", "value: lots"));
+    let err = plan::run(&args(&[&bad])).unwrap_err().to_string();
+    assert!(err.contains("bad.yaml: document 5 item 1: field value"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
