@@ -97,15 +97,21 @@ impl LabelSelector {
             let key = e["key"].as_str().ok_or("matchExpressions[].key is required")?.to_owned();
             let values: Vec<String> =
                 e["values"].as_array().into_iter().flatten().filter_map(|x| x.as_str().map(str::to_owned)).collect();
-            let op = match e["operator"].as_str() {
-                Some("In") if !values.is_empty() => Op::In(values),
-                Some("NotIn") if !values.is_empty() => Op::NotIn(values),
-                Some("Exists") => Op::Exists,
-                Some("DoesNotExist") => Op::NotExists,
-                Some(op @ ("In" | "NotIn")) => return Err(format!("{op} requires one or more values")),
-                other => return Err(format!("{other:?} is not a valid label selector operator")),
-            };
-            reqs.push(Requirement { key, op });
+            reqs.push(expression(key, e["operator"].as_str(), values)?);
+        }
+        Ok(Self { reqs, nothing: false })
+    }
+
+    /// Converts a typed `metav1.LabelSelector` (present: an empty one matches everything).
+    pub fn from_api(s: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector) -> Result<Self, String> {
+        let mut reqs: Vec<Requirement> = s
+            .match_labels
+            .iter()
+            .flatten()
+            .map(|(k, v)| Requirement { key: k.clone(), op: Op::Eq(v.clone()) })
+            .collect();
+        for e in s.match_expressions.iter().flatten() {
+            reqs.push(expression(e.key.clone(), Some(&e.operator), e.values.clone().unwrap_or_default())?);
         }
         Ok(Self { reqs, nothing: false })
     }
@@ -139,6 +145,19 @@ impl LabelSelector {
         }
         parts.join(",")
     }
+}
+
+/// One `matchExpressions` entry, validated as the API server does.
+fn expression(key: String, operator: Option<&str>, values: Vec<String>) -> Result<Requirement, String> {
+    let op = match operator {
+        Some("In") if !values.is_empty() => Op::In(values),
+        Some("NotIn") if !values.is_empty() => Op::NotIn(values),
+        Some("Exists") => Op::Exists,
+        Some("DoesNotExist") => Op::NotExists,
+        Some(op @ ("In" | "NotIn")) => return Err(format!("{op} requires one or more values")),
+        other => return Err(format!("{other:?} is not a valid label selector operator")),
+    };
+    Ok(Requirement { key, op })
 }
 
 pub fn labels_of(obj: &Value) -> BTreeMap<String, String> {
@@ -312,6 +331,22 @@ mod tests {
 
     fn l(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn typed_and_json_selectors_agree() {
+        let v = json!({"matchLabels": {"app": "web"}, "matchExpressions": [
+            {"key": "env", "operator": "In", "values": ["prod", "stage"]},
+            {"key": "legacy", "operator": "DoesNotExist"}]});
+        let typed: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector =
+            serde_json::from_value(v.clone()).unwrap();
+        let a = LabelSelector::from_api(&typed).unwrap();
+        assert_eq!(a, LabelSelector::from_json(&v).unwrap());
+        assert_eq!(a.to_query(), "app=web,env in (prod,stage),!legacy");
+        let bad: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector =
+            serde_json::from_value(json!({"matchExpressions": [{"key": "env", "operator": "In", "values": []}]}))
+                .unwrap();
+        assert_eq!(LabelSelector::from_api(&bad).unwrap_err(), "In requires one or more values");
     }
 
     #[test]

@@ -96,10 +96,7 @@ pub fn selector_string(
 ) -> Result<String, String> {
     match s {
         None => Ok(String::new()),
-        Some(s) => {
-            let v = serde_json::to_value(s).map_err(|e| e.to_string())?;
-            LabelSelector::from_json(&v).map(|s| s.to_query()).map_err(|e| format!("metric selector: {e}"))
-        }
+        Some(s) => LabelSelector::from_api(s).map(|s| s.to_query()).map_err(|e| format!("metric selector: {e}")),
     }
 }
 
@@ -320,7 +317,7 @@ pub fn evaluate<'a>(
 }
 
 fn quantity(milli: i64) -> Quantity {
-    Quantity(Exact::from_milli(i128::from(milli), Format::DecimalSi).to_string())
+    Quantity(milli_text(milli))
 }
 
 /// `status.currentMetrics`, as upstream's HPA reports them: one entry per metric that produced
