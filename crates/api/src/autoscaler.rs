@@ -152,6 +152,21 @@ pub struct VerticalSpec {
     /// Per-container bounds and controlled resources.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_policy: Option<ResourcePolicy>,
+    /// Who controls a resource that `horizontal` also scales on (a Resource or ContainerResource
+    /// metric): Horizontal (default) leaves it to the replica count, so the two never chase
+    /// each other; Vertical lets the vertical side resize it anyway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_resource_owner: Option<ResourceOwner>,
+}
+
+/// Which side controls a resource both could act on.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ResourceOwner {
+    /// The replica count absorbs changes in usage of this resource.
+    #[default]
+    Horizontal,
+    /// Requests of this resource follow usage.
+    Vertical,
 }
 
 /// When and how recommendations are applied (VPA `updatePolicy`).
@@ -345,6 +360,64 @@ pub struct VerticalStatus {
     /// The latest recommendation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recommendation: Option<Recommendation>,
+    /// Which side controls each resource the vertical policy names (cpu, memory): a resource
+    /// the horizontal side scales on is left to it unless `sharedResourceOwner` says otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_owners: Option<BTreeMap<String, ResourceOwner>>,
+    /// Why the recommendation is what it is, one line per container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub explanation: Option<Vec<String>>,
+    /// The recommender's usage histograms, one per container name, so a restart or a new
+    /// leader resumes from the same history (upstream keeps these in
+    /// VerticalPodAutoscalerCheckpoint objects).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub checkpoints: Option<Vec<ContainerCheckpoint>>,
+}
+
+/// Saved recommender state of one container name (upstream's checkpoint status, version v3).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerCheckpoint {
+    /// Container name.
+    pub container_name: String,
+    /// Checkpoint format; a checkpoint of another version is ignored.
+    pub version: String,
+    /// When this was saved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_update_time: Option<Time>,
+    /// Start of the first cpu sample (confidence grows with the time covered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_sample_start: Option<Time>,
+    /// Start of the last cpu sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sample_start: Option<Time>,
+    /// Number of cpu samples seen.
+    #[serde(default)]
+    pub total_samples_count: i64,
+    /// Decaying cpu usage histogram.
+    #[serde(default)]
+    pub cpu_histogram: HistogramCheckpoint,
+    /// Decaying histogram of memory peaks.
+    #[serde(default)]
+    pub memory_histogram: HistogramCheckpoint,
+}
+
+/// A saved histogram: weights relative to the heaviest bucket (10000).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct HistogramCheckpoint {
+    /// The time the weights are relative to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_timestamp: Option<Time>,
+    /// Sum of the weights before scaling.
+    #[serde(default)]
+    pub total_weight: f64,
+    /// Scaled weight by bucket number.
+    #[serde(default)]
+    #[schemars(schema_with = "schema::bucket_weights")]
+    pub bucket_weights: BTreeMap<String, u32>,
 }
 
 /// Recommended requests per container.

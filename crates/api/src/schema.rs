@@ -35,6 +35,16 @@ pub fn resource_map(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
+/// Histogram bucket number to scaled weight (at most 176 buckets).
+pub fn bucket_weights(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "description": "Bucket number to weight, scaled so the heaviest bucket is 10000.",
+        "maxProperties": 200,
+        "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 4294967295u64}
+    })
+}
+
 /// `Option<String>` holding a Go-style duration.
 pub fn duration(_: &mut SchemaGenerator) -> Schema {
     json_schema!({

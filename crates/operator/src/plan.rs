@@ -8,11 +8,15 @@
 //! The JSON form (`-o json`) is stable: `{"now", "autoscalers": [{"namespace", "name",
 //! "target", "horizontal": {"currentReplicas", "desiredReplicas", "proposedReplicas", "branch",
 //! "metrics": [...], "normalization", "conditions": [...], "explanation": [...]},
-//! "errors": [...]}]}`.
+//! "vertical": {"recommendation": {"containerRecommendations": [{"containerName", "target",
+//! "lowerBound", "upperBound", "uncappedTarget"}]}, "resourceOwners", "conditions": [...],
+//! "explanation": [...], "updates": [{"pod", "action", "reason"}], "skipped": [...]},
+//! "errors": [...]}]}`. PodMetrics documents may repeat with many timestamps: all of them are
+//! the vertical recommender's history.
 
 use crate::cli::{PlanArgs, PlanOutput};
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{LimitRange, Pod};
 use omniscale_api::Autoscaler;
 use omniscale_hpa::decide::{History, MetricOutcome};
 use omniscale_hpa::input::{self, Evaluation, Scale};
@@ -36,6 +40,10 @@ pub struct Inputs {
     pub pods: Vec<Pod>,
     /// (namespace, pod) → its metrics, the latest when several are given.
     pub pod_metrics: BTreeMap<(String, String), PodMetrics>,
+    /// Every PodMetrics document, for the vertical recommender's history (fed in time order).
+    pub pod_metrics_series: Vec<PodMetrics>,
+    /// LimitRanges, which cap what the vertical side applies.
+    pub limit_ranges: Vec<LimitRange>,
     /// Custom metrics values (MetricValueList items).
     pub custom: Vec<MetricValue>,
     /// External metrics series (ExternalMetricValueList items); they carry no namespace, so
@@ -113,9 +121,11 @@ fn classify(v: Value, at: &str, into: &mut Inputs) -> Result<(), PlanError> {
             into.workloads.insert((ns, kind, name), v);
         }
         ("v1", "Pod") => into.pods.push(typed(v, &at)?),
+        ("v1", "LimitRange") => into.limit_ranges.push(typed(v, &at)?),
         ("metrics.k8s.io", "PodMetrics") => {
             let m: PodMetrics = typed(v, &at)?;
             m.timestamp.parse::<Timestamp>().map_err(|e| PlanError(format!("{at}: field timestamp: {e}")))?;
+            into.pod_metrics_series.push(m.clone());
             let key = (ns, name);
             let newer = into.pod_metrics.get(&key).is_none_or(|old| old.timestamp < m.timestamp);
             if newer {
@@ -213,25 +223,116 @@ pub fn plan_one(a: &Autoscaler, inputs: &Inputs, pods: &PodIndex, cache: &Cache,
     let t = &a.spec.target_ref;
     let mut out = json!({"namespace": ns, "name": name,
         "target": {"apiVersion": t.api_version, "kind": t.kind, "name": t.name}, "errors": []});
-    let Some(h) = &a.spec.horizontal else { return out };
     let Some(workload) = inputs.workloads.get(&(ns.clone(), t.kind.clone(), t.name.clone())) else {
         out["errors"] = json!([format!("target {} {ns}/{} is not in the input", t.kind, t.name)]);
         return out;
     };
     let spec_replicas = workload["spec"]["replicas"].as_i64().unwrap_or(1) as i32;
-    // The scale subresource's selector is the workload's, in query-string form.
-    let selector = match omniscale_api::selector::LabelSelector::from_json(&workload["spec"]["selector"]) {
-        Ok(s) if !s.is_nothing() => s.to_query(),
-        _ => String::new(),
-    };
-    let scale = Scale {
-        spec_replicas,
-        status_replicas: workload["status"]["replicas"].as_i64().map_or(spec_replicas, |r| r as i32),
-        selector,
-    };
-    let e = input::evaluate(h, &ns, &scale, pods, cache, &resource_key, &mut History::default(), now);
-    out["horizontal"] = horizontal_json(&e);
+    let selector = omniscale_api::selector::LabelSelector::from_json(&workload["spec"]["selector"])
+        .ok()
+        .filter(|s| !s.is_nothing());
+    if let Some(h) = &a.spec.horizontal {
+        // The scale subresource's selector is the workload's, in query-string form.
+        let scale = Scale {
+            spec_replicas,
+            status_replicas: workload["status"]["replicas"].as_i64().map_or(spec_replicas, |r| r as i32),
+            selector: selector.as_ref().map(|s| s.to_query()).unwrap_or_default(),
+        };
+        let e = input::evaluate(h, &ns, &scale, pods, cache, &resource_key, &mut History::default(), now);
+        out["horizontal"] = horizontal_json(&e);
+    }
+    if a.spec.vertical.is_some() {
+        out["vertical"] = match &selector {
+            Some(sel) => vertical_json(a, &ns, sel, spec_replicas, inputs, pods, now),
+            None => json!({"error": "the target has no selector, so no pods can be matched"}),
+        };
+    }
     out
+}
+
+/// Feeds every PodMetrics document of the Autoscaler's pods to a fresh recommender in time
+/// order, then asks the recommender and the updater what they would do.
+fn vertical_json(
+    a: &Autoscaler,
+    ns: &str,
+    selector: &omniscale_api::selector::LabelSelector,
+    configured: i32,
+    inputs: &Inputs,
+    pods: &PodIndex,
+    now: Timestamp,
+) -> Value {
+    let owner: Arc<str> = Arc::from(format!("{ns}/{}", a.metadata.name.as_deref().unwrap_or_default()));
+    let current: Vec<&Pod> = pods.select(ns, selector);
+    let mut series: Vec<&PodMetrics> = inputs
+        .pod_metrics_series
+        .iter()
+        .filter(|m| m.metadata.namespace.as_deref().unwrap_or("default") == ns)
+        .filter(|m| {
+            let name = m.metadata.name.as_deref().unwrap_or_default();
+            match current.iter().find(|p| p.metadata.name.as_deref() == Some(name)) {
+                Some(_) => true,
+                None => m.metadata.labels.as_ref().is_some_and(|l| selector.matches(l)),
+            }
+        })
+        .collect();
+    series.sort_by(|x, y| x.timestamp.cmp(&y.timestamp));
+    let mut model = omniscale_vpa::model::Model::default();
+    for m in series {
+        let name = m.metadata.name.clone().unwrap_or_default();
+        let Ok(usage) = omniscale_metrics::query::pod_usage(m) else { continue };
+        let pod = current.iter().find(|p| p.metadata.name.as_deref() == Some(name.as_str())).map_or_else(
+            || Pod { metadata: m.metadata.clone(), ..Pod::default() },
+            |p| (*p).clone(),
+        );
+        let usage = HashMap::from([(name, usage)]);
+        omniscale_vpa::input::feed(&mut model, &owner, &[&pod], &usage);
+    }
+    let outcome = omniscale_vpa::input::recommendation(&model, &owner, &a.spec, &current);
+    let conditions = omniscale_vpa::input::conditions(&outcome, current.len(), &model, &owner);
+    let v = a.spec.vertical.as_ref();
+    let ranges = omniscale_vpa::admission::LimitRanges::from_items(
+        inputs
+            .limit_ranges
+            .iter()
+            .filter(|l| l.metadata.namespace.as_deref().unwrap_or("default") == ns)
+            .filter_map(|l| l.spec.as_ref())
+            .flat_map(|s| s.limits.iter()),
+    );
+    let update = omniscale_vpa::updater::Input {
+        mode: v.and_then(|v| v.update_policy.as_ref()).and_then(|u| u.update_mode).unwrap_or_default(),
+        min_replicas: v.and_then(|v| v.update_policy.as_ref()).and_then(|u| u.min_replicas),
+        configured,
+        pods: &current,
+        recommendation: &outcome.recommendation,
+        policy: v.and_then(|v| v.resource_policy.as_ref()),
+        ranges: &ranges,
+    };
+    let plan = omniscale_vpa::updater::plan(&update, &omniscale_vpa::updater::Settings::default(), now);
+    let updates: Vec<Value> = plan
+        .actions
+        .iter()
+        .map(|act| match act {
+            omniscale_vpa::updater::Action::Resize { pod, .. } => {
+                json!({"pod": pod, "action": "Resize", "reason": "requests differ from the recommendation"})
+            }
+            omniscale_vpa::updater::Action::Evict { pod, reason, .. } => {
+                json!({"pod": pod, "action": "Evict", "reason": reason})
+            }
+        })
+        .collect();
+    let skipped: Vec<Value> = plan.skipped.iter().map(|(p, why)| json!({"pod": p, "reason": why})).collect();
+    let conditions: Vec<Value> = conditions
+        .iter()
+        .map(|c| json!({"type": c.type_, "status": c.status.as_str(), "reason": c.reason, "message": c.message}))
+        .collect();
+    json!({
+        "recommendation": outcome.recommendation,
+        "resourceOwners": omniscale_vpa::input::owners(&a.spec),
+        "conditions": conditions,
+        "explanation": outcome.explanation,
+        "updates": updates,
+        "skipped": skipped,
+    })
 }
 
 fn horizontal_json(e: &Evaluation<'_>) -> Value {
@@ -281,7 +382,7 @@ pub fn table(plan: &Value) -> String {
         let why = if let Some(e) = a["errors"].as_array().and_then(|e| e.first()) {
             e.as_str().unwrap_or_default().to_owned()
         } else if h.is_null() {
-            "no horizontal spec".to_owned()
+            vertical_summary(&a["vertical"])
         } else {
             let mut parts: Vec<String> = h["metrics"]
                 .as_array()
@@ -341,6 +442,28 @@ pub fn table(plan: &Value) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// `app: cpu 587m, memory 262144k` per recommended container.
+fn vertical_summary(v: &Value) -> String {
+    if let Some(e) = v["error"].as_str() {
+        return e.to_owned();
+    }
+    let recs: Vec<String> = v["recommendation"]["containerRecommendations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let target: Vec<String> = c["target"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(r, q)| format!("{r} {}", q.as_str().unwrap_or_default()))
+                .collect();
+            format!("{}: {}", c["containerName"].as_str().unwrap_or_default(), target.join(", "))
+        })
+        .collect();
+    if recs.is_empty() { "no vertical recommendation yet".to_owned() } else { recs.join("; ") }
 }
 
 /// `omniscale plan`.

@@ -169,3 +169,41 @@ items:
     assert!(err.contains("bad.yaml: document 5 item 1: field value"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn hamster_history_gives_upstreams_587m_and_262144k() {
+    let a = example("hamster/autoscaler.yaml");
+    let c = example("hamster/plan/cluster.yaml");
+    let now = "2026-01-01T12:30:00Z";
+    let out = plan::run(&args(&["-o", "json", "--now", now, a.to_str().unwrap(), c.to_str().unwrap()])).unwrap();
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let vert = &v["autoscalers"][0]["vertical"];
+    let rec = &vert["recommendation"]["containerRecommendations"][0];
+    assert_eq!(rec["containerName"], "hamster");
+    assert_eq!(rec["target"]["cpu"], "587m");
+    assert_eq!(rec["target"]["memory"], "262144k");
+    assert_eq!(rec["uncappedTarget"]["cpu"], "587m");
+    // Half an hour of history: the upper bound is the policy's maximum, as written.
+    assert_eq!(rec["upperBound"]["memory"], "500Mi");
+    assert!(vert["explanation"][0].as_str().unwrap().contains("60 cpu samples"), "{vert}");
+    let low = vert["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "LowConfidence").unwrap();
+    assert_eq!(low["status"], "True");
+    // Both pods are outside the bounds; the budget lets one be resized this round.
+    assert_eq!(vert["updates"].as_array().unwrap().len(), 1, "{vert}");
+    assert_eq!(vert["updates"][0]["action"], "Resize");
+    let table = plan::run(&args(&["--now", now, a.to_str().unwrap(), c.to_str().unwrap()])).unwrap();
+    assert!(table.contains("hamster: cpu 587m, memory 262144k"), "{table}");
+    // Without history: only the pod minimum, and a condition saying why.
+    let dir = std::env::temp_dir().join(format!("omniscale-plan-vpa-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = std::fs::read_to_string(&c).unwrap();
+    let cut = text.find("- apiVersion: metrics.k8s.io/v1beta1").unwrap();
+    let no_metrics = write(&dir, "no-metrics.yaml", &text[..cut]);
+    let out = plan::run(&args(&["-o", "json", "--now", now, a.to_str().unwrap(), &no_metrics])).unwrap();
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let vert = &v["autoscalers"][0]["vertical"];
+    assert!(vert["recommendation"]["containerRecommendations"].as_array().unwrap().is_empty());
+    let provided =
+        vert["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "RecommendationProvided").unwrap();
+    assert_eq!((provided["status"].as_str(), provided["reason"].as_str()), (Some("False"), Some("NoUsageData")));
+}
