@@ -405,6 +405,28 @@ pub fn resources_patch(pod: &Pod, resources: &[ContainerResources]) -> Vec<Value
     ops
 }
 
+/// The strategic merge patch for a pod's `resize` subresource (containers merge by name, so
+/// only the named resources change — the form `kubectl patch --subresource resize` sends).
+pub fn resize_patch(resources: &[ContainerResources]) -> Value {
+    let containers: Vec<Value> = resources
+        .iter()
+        .map(|c| {
+            let list = |m: &BTreeMap<ControlledResource, i64>| -> serde_json::Map<String, Value> {
+                m.iter().map(|(&r, &v)| (resource_name(r).to_owned(), Value::String(quantity(r, v).0))).collect()
+            };
+            let mut res = serde_json::Map::new();
+            if !c.requests.is_empty() {
+                res.insert("requests".into(), Value::Object(list(&c.requests)));
+            }
+            if !c.limits.is_empty() {
+                res.insert("limits".into(), Value::Object(list(&c.limits)));
+            }
+            json!({"name": c.name, "resources": res})
+        })
+        .collect();
+    json!({"spec": {"containers": containers}})
+}
+
 /// The whole admission mutation of a new pod.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Mutation {

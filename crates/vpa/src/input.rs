@@ -86,18 +86,17 @@ fn memory_request_bytes(pod: &Pod, container: &str) -> i64 {
         .map_or(0, |q| i64::try_from(q.units_ceil()).unwrap_or(i64::MAX))
 }
 
-/// Feeds one round for one Autoscaler: each pod's usage (`usage` by pod name) and any OOM
-/// kill in its containers' last termination state.
+/// Feeds one round for one Autoscaler: each pod's usage (`usage` by pod name; the pods are in
+/// the Autoscaler's namespace) and any OOM kill in its containers' last termination state.
 pub fn feed(model: &mut Model, owner: &Arc<str>, pods: &[&Pod], usage: &HashMap<String, Usage>) -> Fed {
     let mut fed = Fed::default();
+    let mut model = model.owner(owner);
     for pod in pods {
         let Some(name) = pod.metadata.name.as_deref() else { continue };
-        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-        let pod_key: Arc<str> = Arc::from(format!("{ns}/{name}"));
         if let Some(u) = usage.get(name) {
             for c in &u.containers {
                 let o = Observation { time: u.timestamp, cpu_milli: c.cpu, memory_bytes: c.memory.map(|m| m / 1000) };
-                let (cpu, mem) = model.observe(owner, &pod_key, &c.name, o);
+                let (cpu, mem) = model.observe(name, &c.name, o);
                 fed.rejected += usize::from(cpu.is_err()) + usize::from(mem.is_err());
                 fed.cpu_samples += usize::from(c.cpu.is_some() && cpu.is_ok());
                 fed.memory_samples += usize::from(c.memory.is_some() && mem.is_ok());
@@ -110,7 +109,7 @@ pub fn feed(model: &mut Model, owner: &Arc<str>, pods: &[&Pod], usage: &HashMap<
             }
             let Some(at) = t.finished_at.as_ref().map(|f| f.0) else { continue };
             let container: Arc<str> = Arc::from(cs.name.as_str());
-            match model.record_oom(owner, &pod_key, &container, at, memory_request_bytes(pod, &cs.name)) {
+            match model.record_oom(name, &container, at, memory_request_bytes(pod, &cs.name)) {
                 Ok(_) => fed.ooms += 1,
                 Err(Rejected::OomAlreadyRecorded) => {}
                 Err(_) => fed.rejected += 1,
@@ -124,8 +123,11 @@ pub fn feed(model: &mut Model, owner: &Arc<str>, pods: &[&Pod], usage: &HashMap<
 /// (or every container it has history for, when it has no pods), its policy, and the resources
 /// left to the horizontal side.
 pub fn recommendation(model: &Model, owner: &str, spec: &AutoscalerSpec, pods: &[&Pod]) -> Outcome {
-    let present: BTreeSet<&str> =
-        pods.iter().filter_map(|p| p.spec.as_ref()).flat_map(|s| s.containers.iter().map(|c| c.name.as_str())).collect();
+    let present: BTreeSet<&str> = pods
+        .iter()
+        .filter_map(|p| p.spec.as_ref())
+        .flat_map(|s| s.containers.iter().map(|c| c.name.as_str()))
+        .collect();
     let containers: Vec<ContainerInput<'_>> = model
         .aggregates_of(owner)
         .filter(|(name, _)| present.is_empty() || present.contains(name))
@@ -141,20 +143,25 @@ pub fn conditions(outcome: &Outcome, matched_pods: usize, model: &Model, owner: 
     let mut out = Vec::new();
     let n = outcome.recommendation.container_recommendations.len();
     out.push(if n > 0 {
-        ConditionUpdate::holds("RecommendationProvided", "RecommendationProvided", format!("{n} container(s) recommended"))
+        ConditionUpdate::holds(
+            "RecommendationProvided",
+            "RecommendationProvided",
+            format!("{n} container(s) recommended"),
+        )
     } else {
-        ConditionUpdate::fails("RecommendationProvided", "NoUsageData", "no usage samples for any controlled container yet")
+        ConditionUpdate::fails(
+            "RecommendationProvided",
+            "NoUsageData",
+            "no usage samples for any controlled container yet",
+        )
     });
     out.push(if matched_pods == 0 {
         ConditionUpdate::holds("NoPodsMatched", "NoPodsMatched", "no running pod matches the target's selector")
     } else {
         ConditionUpdate::fails("NoPodsMatched", "PodsMatched", format!("{matched_pods} pod(s) matched"))
     });
-    let low: Vec<&str> = model
-        .aggregates_of(owner)
-        .filter(|(_, a)| a.confidence(&model.config) < 1.0)
-        .map(|(name, _)| name)
-        .collect();
+    let low: Vec<&str> =
+        model.aggregates_of(owner).filter(|(_, a)| a.confidence(&model.config) < 1.0).map(|(name, _)| name).collect();
     out.push(if low.is_empty() {
         ConditionUpdate::fails("LowConfidence", "EnoughHistory", "a day or more of usage history")
     } else {

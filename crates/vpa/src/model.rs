@@ -194,18 +194,21 @@ pub enum Rejected {
     OomAlreadyRecorded,
 }
 
-/// Identifies an aggregate: the Autoscaler (`namespace/name`) and container name.
-pub type AggregateKey = (Arc<str>, Arc<str>);
+/// One Autoscaler's part of the model: an aggregate per container name and the states of its
+/// pods' containers. Kept together so a round touches one owner entry and then only small
+/// per-owner collections, with no per-sample allocation once a pod is known.
+#[derive(Clone, Debug, Default)]
+struct Owner {
+    aggregates: Vec<(Arc<str>, Aggregate)>,
+    /// Pod name → its containers' states.
+    pods: HashMap<Box<str>, Vec<(Arc<str>, Container)>>,
+}
 
-/// Identifies a running container: the pod (`namespace/name`) and container name.
-pub type ContainerKey = (Arc<str>, Arc<str>);
-
-/// The recommender's whole memory.
+/// The recommender's whole memory, by Autoscaler (`namespace/name`).
 #[derive(Clone, Debug, Default)]
 pub struct Model {
     pub config: Config,
-    aggregates: HashMap<AggregateKey, Aggregate>,
-    containers: HashMap<ContainerKey, (Container, Arc<str>)>,
+    owners: HashMap<Arc<str>, Owner>,
 }
 
 /// One container's usage in one round.
@@ -219,104 +222,169 @@ pub struct Observation {
 
 impl Model {
     pub fn new(config: Config) -> Self {
-        Model { config, aggregates: HashMap::new(), containers: HashMap::new() }
+        Model { config, owners: HashMap::new() }
     }
 
     pub fn aggregate(&self, owner: &str, container: &str) -> Option<&Aggregate> {
-        self.aggregates.get(&(Arc::from(owner), Arc::from(container)))
+        self.owners.get(owner)?.aggregates.iter().find(|(c, _)| &**c == container).map(|(_, a)| a)
     }
 
     /// Aggregates of one Autoscaler, by container name.
-    pub fn aggregates_of<'a>(&'a self, owner: &'a str) -> impl Iterator<Item = (&'a str, &'a Aggregate)> + 'a {
-        self.aggregates.iter().filter(move |((o, _), _)| &**o == owner).map(|((_, c), a)| (&**c, a))
+    pub fn aggregates_of<'a>(&'a self, owner: &str) -> impl Iterator<Item = (&'a str, &'a Aggregate)> + 'a {
+        self.owners.get(owner).into_iter().flat_map(|o| o.aggregates.iter().map(|(c, a)| (&**c, a)))
     }
 
     pub fn aggregate_count(&self) -> usize {
-        self.aggregates.len()
+        self.owners.values().map(|o| o.aggregates.len()).sum()
     }
 
     pub fn container_count(&self) -> usize {
-        self.containers.len()
+        self.owners.values().flat_map(|o| o.pods.values()).map(Vec::len).sum()
     }
 
     /// Installs a restored aggregate (from a checkpoint), unless one with samples exists.
     pub fn restore(&mut self, owner: Arc<str>, container: Arc<str>, aggregate: Aggregate) {
-        let slot = self.aggregates.entry((owner, container)).or_insert_with(|| aggregate.clone());
-        if slot.total_samples_count == 0 && slot.memory.is_empty() {
-            *slot = aggregate;
+        let o = self.owners.entry(owner).or_default();
+        match o.aggregates.iter_mut().find(|(c, _)| *c == container) {
+            Some((_, slot)) => {
+                if slot.total_samples_count == 0 && slot.memory.is_empty() {
+                    *slot = aggregate;
+                }
+            }
+            None => o.aggregates.push((container, aggregate)),
         }
     }
 
-    fn slot(&mut self, owner: &Arc<str>, pod: &Arc<str>, container: &Arc<str>, now: Timestamp) -> Slot<'_> {
-        let config = &self.config;
-        let aggregate =
-            self.aggregates.entry((owner.clone(), container.clone())).or_insert_with(|| Aggregate::new(config, now));
-        let (state, o) = self
-            .containers
-            .entry((pod.clone(), container.clone()))
-            .or_insert_with(|| (Container::default(), owner.clone()));
-        if o != owner {
-            // The pod moved to another Autoscaler: its per-interval peak belongs to the old one.
-            *state = Container::default();
-            *o = owner.clone();
-        }
-        state.seen = true;
-        Slot { config, aggregate, state }
+    /// One Autoscaler's part of the model, looked up once for all of its samples of a round.
+    pub fn owner(&mut self, owner: &Arc<str>) -> OwnerRef<'_> {
+        OwnerRef { config: &self.config, o: self.owners.entry(owner.clone()).or_default() }
     }
 
-    /// Feeds one round of one container's usage. Returns what was refused, if anything.
+    /// [`OwnerRef::observe`] for one sample.
     pub fn observe(
         &mut self,
         owner: &Arc<str>,
-        pod: &Arc<str>,
+        pod: &str,
         container: &Arc<str>,
         o: Observation,
     ) -> (Result<(), Rejected>, Result<(), Rejected>) {
-        let mut s = self.slot(owner, pod, container, o.time);
-        let cpu = o.cpu_milli.map_or(Ok(()), |m| s.add_cpu(o.time, m));
-        let mem = o.memory_bytes.map_or(Ok(()), |b| s.add_memory(o.time, b, false));
-        (cpu, mem)
+        self.owner(owner).observe(pod, container, o)
     }
 
-    /// Records an OOM kill at `time` of a container that requested `request_bytes` (0 if none):
-    /// the next memory peak becomes what it had plus max(100 MiB, 20 %).
+    /// [`OwnerRef::record_oom`] for one OOM kill.
     pub fn record_oom(
         &mut self,
         owner: &Arc<str>,
-        pod: &Arc<str>,
+        pod: &str,
         container: &Arc<str>,
         time: Timestamp,
         request_bytes: i64,
     ) -> Result<i64, Rejected> {
-        let mut s = self.slot(owner, pod, container, time);
-        if s.state.last_oom.is_some_and(|l| time <= l) {
-            return Err(Rejected::OomAlreadyRecorded);
-        }
-        if let Some(last) = s.state.last_memory {
-            if time < last - s.config.memory_interval {
-                return Err(Rejected::OomTooOld);
-            }
-        }
-        let used = request_bytes.max(s.state.memory_peak);
-        let needed = used.saturating_add(s.config.oom_min_bump_bytes).max(scale(used, s.config.oom_bump_ratio));
-        s.add_memory(time, needed, true)?;
-        s.state.last_oom = Some(time);
-        Ok(needed)
+        self.owner(owner).record_oom(pod, container, time, request_bytes)
     }
 
     /// Starts a round: containers not observed by [`Model::end_round`] are forgotten.
     pub fn begin_round(&mut self) {
-        for (c, _) in self.containers.values_mut() {
-            c.seen = false;
+        for c in self.owners.values_mut().flat_map(|o| o.pods.values_mut()).flatten() {
+            c.1.seen = false;
         }
     }
 
     /// Forgets containers of pods that are gone, and aggregates of Autoscalers that are gone
     /// (`live(owner)` false) or that saw nothing for the whole history.
     pub fn end_round(&mut self, now: Timestamp, live: impl Fn(&str) -> bool) {
-        self.containers.retain(|_, (c, _)| c.seen);
         let config = &self.config;
-        self.aggregates.retain(|(owner, _), a| live(owner) && !a.expired(config, now));
+        self.owners.retain(|owner, o| {
+            if !live(owner) {
+                return false;
+            }
+            o.pods.retain(|_, cs| {
+                cs.retain(|(_, c)| c.seen);
+                !cs.is_empty()
+            });
+            o.aggregates.retain(|(_, a)| !a.expired(config, now));
+            !o.aggregates.is_empty() || !o.pods.is_empty()
+        });
+    }
+}
+
+/// Mutable access to one Autoscaler's histograms and container states.
+#[derive(Debug)]
+pub struct OwnerRef<'a> {
+    config: &'a Config,
+    o: &'a mut Owner,
+}
+
+fn same(a: &Arc<str>, b: &Arc<str>) -> bool {
+    Arc::ptr_eq(a, b) || a == b
+}
+
+impl OwnerRef<'_> {
+    fn with_slot<R>(&mut self, pod: &str, container: &Arc<str>, now: Timestamp, f: impl FnOnce(Slot<'_>) -> R) -> R {
+        let config = self.config;
+        let o = &mut *self.o;
+        let ai = match o.aggregates.iter().position(|(c, _)| same(c, container)) {
+            Some(i) => i,
+            None => {
+                o.aggregates.push((container.clone(), Aggregate::new(config, now)));
+                o.aggregates.len() - 1
+            }
+        };
+        let states = match o.pods.get_mut(pod) {
+            Some(s) => s,
+            None => o.pods.entry(Box::from(pod)).or_default(),
+        };
+        let si = match states.iter().position(|(c, _)| same(c, container)) {
+            Some(i) => i,
+            None => {
+                states.push((container.clone(), Container::default()));
+                states.len() - 1
+            }
+        };
+        let state = &mut states[si].1;
+        state.seen = true;
+        f(Slot { config, aggregate: &mut o.aggregates[ai].1, state })
+    }
+
+    /// Feeds one round of one container's usage (`pod` names the pod within the Autoscaler's
+    /// namespace). Returns what was refused, if anything.
+    pub fn observe(
+        &mut self,
+        pod: &str,
+        container: &Arc<str>,
+        o: Observation,
+    ) -> (Result<(), Rejected>, Result<(), Rejected>) {
+        self.with_slot(pod, container, o.time, |mut s| {
+            let cpu = o.cpu_milli.map_or(Ok(()), |m| s.add_cpu(o.time, m));
+            let mem = o.memory_bytes.map_or(Ok(()), |b| s.add_memory(o.time, b, false));
+            (cpu, mem)
+        })
+    }
+
+    /// Records an OOM kill at `time` of a container that requested `request_bytes` (0 if none):
+    /// the next memory peak becomes what it had plus max(100 MiB, 20 %).
+    pub fn record_oom(
+        &mut self,
+        pod: &str,
+        container: &Arc<str>,
+        time: Timestamp,
+        request_bytes: i64,
+    ) -> Result<i64, Rejected> {
+        self.with_slot(pod, container, time, |mut s| {
+            if s.state.last_oom.is_some_and(|l| time <= l) {
+                return Err(Rejected::OomAlreadyRecorded);
+            }
+            if let Some(last) = s.state.last_memory {
+                if time < last - s.config.memory_interval {
+                    return Err(Rejected::OomTooOld);
+                }
+            }
+            let used = request_bytes.max(s.state.memory_peak);
+            let needed = used.saturating_add(s.config.oom_min_bump_bytes).max(scale(used, s.config.oom_bump_ratio));
+            s.add_memory(time, needed, true)?;
+            s.state.last_oom = Some(time);
+            Ok(needed)
+        })
     }
 }
 
@@ -410,8 +478,8 @@ mod tests {
         "2026-01-01T00:00:00Z".parse::<Timestamp>().unwrap() + SignedDuration::from_mins(mins)
     }
 
-    fn keys() -> (Arc<str>, Arc<str>, Arc<str>) {
-        (Arc::from("default/app"), Arc::from("default/app-1"), Arc::from("main"))
+    fn keys() -> (Arc<str>, &'static str, Arc<str>) {
+        (Arc::from("default/app"), "app-1", Arc::from("main"))
     }
 
     fn obs(mins: i64, cpu: Option<i64>, mem: Option<i64>) -> Observation {
@@ -424,9 +492,9 @@ mod tests {
             let mut m = Model::default();
             let (o, p, c) = keys();
             if peak > 0 {
-                let _ = m.observe(&o, &p, &c, obs(0, None, Some(peak)));
+                let _ = m.observe(&o, p, &c, obs(0, None, Some(peak)));
             }
-            assert_eq!(m.record_oom(&o, &p, &c, t(1), request), Ok(want), "request {request} peak {peak}");
+            assert_eq!(m.record_oom(&o, p, &c, t(1), request), Ok(want), "request {request} peak {peak}");
         }
     }
 
@@ -434,24 +502,24 @@ mod tests {
     fn oom_counts_once_and_not_when_too_old() {
         let mut m = Model::default();
         let (o, p, c) = keys();
-        let _ = m.observe(&o, &p, &c, obs(3 * 24 * 60, None, Some(10 * MIB)));
-        assert!(m.record_oom(&o, &p, &c, t(3 * 24 * 60 + 5), 100 * MIB).is_ok());
-        assert_eq!(m.record_oom(&o, &p, &c, t(3 * 24 * 60 + 5), 100 * MIB), Err(Rejected::OomAlreadyRecorded));
-        assert_eq!(m.record_oom(&o, &p, &c, t(0), 100 * MIB).err(), Some(Rejected::OomAlreadyRecorded));
+        let _ = m.observe(&o, p, &c, obs(3 * 24 * 60, None, Some(10 * MIB)));
+        assert!(m.record_oom(&o, p, &c, t(3 * 24 * 60 + 5), 100 * MIB).is_ok());
+        assert_eq!(m.record_oom(&o, p, &c, t(3 * 24 * 60 + 5), 100 * MIB), Err(Rejected::OomAlreadyRecorded));
+        assert_eq!(m.record_oom(&o, p, &c, t(0), 100 * MIB).err(), Some(Rejected::OomAlreadyRecorded));
         let mut m = Model::default();
-        let _ = m.observe(&o, &p, &c, obs(3 * 24 * 60, None, Some(10 * MIB)));
-        assert_eq!(m.record_oom(&o, &p, &c, t(0), 100 * MIB), Err(Rejected::OomTooOld));
+        let _ = m.observe(&o, p, &c, obs(3 * 24 * 60, None, Some(10 * MIB)));
+        assert_eq!(m.record_oom(&o, p, &c, t(0), 100 * MIB), Err(Rejected::OomTooOld));
     }
 
     #[test]
     fn cpu_samples_must_be_newer_and_count() {
         let mut m = Model::default();
         let (o, p, c) = keys();
-        assert_eq!(m.observe(&o, &p, &c, obs(1, Some(500), None)).0, Ok(()));
-        assert_eq!(m.observe(&o, &p, &c, obs(1, Some(500), None)).0, Err(Rejected::OutOfOrder));
-        assert_eq!(m.observe(&o, &p, &c, obs(0, Some(500), None)).0, Err(Rejected::OutOfOrder));
-        assert_eq!(m.observe(&o, &p, &c, obs(2, Some(-1), None)).0, Err(Rejected::Invalid));
-        assert_eq!(m.observe(&o, &p, &c, obs(3, Some(500), None)).0, Ok(()));
+        assert_eq!(m.observe(&o, p, &c, obs(1, Some(500), None)).0, Ok(()));
+        assert_eq!(m.observe(&o, p, &c, obs(1, Some(500), None)).0, Err(Rejected::OutOfOrder));
+        assert_eq!(m.observe(&o, p, &c, obs(0, Some(500), None)).0, Err(Rejected::OutOfOrder));
+        assert_eq!(m.observe(&o, p, &c, obs(2, Some(-1), None)).0, Err(Rejected::Invalid));
+        assert_eq!(m.observe(&o, p, &c, obs(3, Some(500), None)).0, Ok(()));
         let a = m.aggregate("default/app", "main").unwrap();
         assert_eq!(a.total_samples_count, 2);
         assert_eq!(a.first_sample_start, Some(t(1)));
@@ -463,7 +531,7 @@ mod tests {
         let mut m = Model::default();
         let (o, p, c) = keys();
         for (i, mb) in [100, 300, 200].into_iter().enumerate() {
-            let _ = m.observe(&o, &p, &c, obs(i as i64, None, Some(mb * MIB)));
+            let _ = m.observe(&o, p, &c, obs(i as i64, None, Some(mb * MIB)));
         }
         let a = m.aggregate("default/app", "main").unwrap();
         // One peak (300 MiB) with weight 1 at the window end.
@@ -471,7 +539,7 @@ mod tests {
         let p95 = a.memory.percentile(0.95);
         assert!(p95 > 300.0 * MIB as f64 && p95 < 1.06 * 300.0 * MIB as f64, "{p95}");
         // The next day starts a second peak.
-        let _ = m.observe(&o, &p, &c, obs(24 * 60 + 1, None, Some(50 * MIB)));
+        let _ = m.observe(&o, p, &c, obs(24 * 60 + 1, None, Some(50 * MIB)));
         let a = m.aggregate("default/app", "main").unwrap();
         assert!(a.memory.histogram().total_weight() > 1.5);
     }
@@ -480,14 +548,14 @@ mod tests {
     fn rounds_forget_gone_pods_and_expired_aggregates() {
         let mut m = Model::default();
         let (o, p, c) = keys();
-        let _ = m.observe(&o, &p, &c, obs(0, Some(100), Some(MIB)));
+        let _ = m.observe(&o, p, &c, obs(0, Some(100), Some(MIB)));
         m.begin_round();
         m.end_round(t(1), |_| true);
         assert_eq!(m.container_count(), 0);
         assert_eq!(m.aggregate_count(), 1);
         m.end_round(t(8 * 24 * 60), |_| true);
         assert_eq!(m.aggregate_count(), 0);
-        let _ = m.observe(&o, &p, &c, obs(9 * 24 * 60, Some(100), None));
+        let _ = m.observe(&o, p, &c, obs(9 * 24 * 60, Some(100), None));
         m.end_round(t(9 * 24 * 60), |owner| owner != "default/app");
         assert_eq!(m.aggregate_count(), 0);
     }
@@ -503,7 +571,7 @@ mod tests {
         let mut m = Model::default();
         let (o, p, c) = keys();
         for i in 0..300 {
-            let _ = m.observe(&o, &p, &c, obs(i, Some(200 + (i % 7) * 40), Some((20 + i % 5) * MIB)));
+            let _ = m.observe(&o, p, &c, obs(i, Some(200 + (i % 7) * 40), Some((20 + i % 5) * MIB)));
         }
         let a = m.aggregate("default/app", "main").unwrap();
         let cp = a.save("main", t(300));

@@ -6,11 +6,8 @@
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use omniscale_api::autoscaler::{ContainerMode, ControlledResource, Recommendation, ResourcePolicy, UpdateMode};
-use serde_json::Value;
 
-use crate::admission::{
-    Capped, ContainerResources, LimitRanges, OBSERVED_ANNOTATION, cap, container_resources, resources_patch,
-};
+use crate::admission::{Capped, ContainerResources, LimitRanges, OBSERVED_ANNOTATION, cap, container_resources};
 use crate::estimate::policy_for;
 
 /// Updater parameters; `Default` is upstream's flag defaults.
@@ -262,8 +259,9 @@ fn qos(containers: &[Container], overrides: &[ContainerResources]) -> &'static s
 /// What to do with one pod.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
-    /// PATCH the pod's `resize` subresource with this JSON patch.
-    Resize { pod: String, patch: Vec<Value>, priority: Priority },
+    /// PATCH the pod's `resize` subresource with these requests and limits (see
+    /// [`crate::admission::resize_patch`]).
+    Resize { pod: String, resources: Vec<ContainerResources>, priority: Priority },
     /// Evict through the Eviction API (PDBs apply); the webhook sets requests on the new pod.
     Evict { pod: String, reason: String, priority: Priority },
 }
@@ -356,7 +354,7 @@ pub fn plan(input: &Input<'_>, s: &Settings, now: Timestamp) -> Plan {
                 continue;
             } else if budget.disruptable() {
                 budget.in_place += 1;
-                out.actions.push(Action::Resize { pod: pod_name, patch: resources_patch(pod, &resources), priority });
+                out.actions.push(Action::Resize { pod: pod_name, resources, priority });
                 continue;
             } else {
                 out.skipped.push((pod_name, "disruption budget used up this round".into()));
@@ -394,7 +392,7 @@ pub fn plan(input: &Input<'_>, s: &Settings, now: Timestamp) -> Plan {
 mod tests {
     #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn t(h: i64) -> Timestamp {
         "2026-01-01T00:00:00Z".parse::<Timestamp>().unwrap() + SignedDuration::from_hours(h)
@@ -508,9 +506,11 @@ mod tests {
             ranges: &LimitRanges::default(),
         };
         let out = plan(&input, &Settings::default(), t(1));
-        let [Action::Resize { pod, patch, .. }] = out.actions.as_slice() else { panic!("{out:?}") };
+        let [Action::Resize { pod, resources, .. }] = out.actions.as_slice() else { panic!("{out:?}") };
         assert_eq!(pod, "only");
-        assert!(patch.iter().any(|o| o["path"] == "/spec/containers/0/resources/requests/cpu" && o["value"] == "587m"));
+        let patch = crate::admission::resize_patch(resources);
+        assert_eq!(patch["spec"]["containers"][0]["resources"]["requests"]["cpu"], "587m");
+        assert_eq!(patch["spec"]["containers"][0]["name"], "app");
         input.mode = UpdateMode::Recreate;
         let out = plan(&input, &Settings::default(), t(1));
         assert!(out.actions.is_empty());
