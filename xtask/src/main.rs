@@ -1,7 +1,9 @@
 //! Project chores: `cargo xtask crds` regenerates `manifests/00-crds.yaml` from the Rust types;
 //! `cargo xtask check` fails when the committed file has drifted from them; `cargo xtask bench
-//! cluster [FILTER]` runs the scheduling benchmarks and `cargo xtask bench hpa [FILTER]` the
-//! horizontal sync-cycle benchmark (release builds), one JSON object per line.
+//! cluster [FILTER]` runs the scheduling benchmarks, `cargo xtask bench hpa [FILTER]` the
+//! horizontal sync-cycle benchmark, `cargo xtask bench vpa [FILTER]` the vertical recommender
+//! round and `cargo xtask bench webhook [FILTER]` the admission
+//! webhook's HTTPS latency (release builds), one JSON object per line.
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -18,8 +20,10 @@ fn bench(args: &[String]) -> ExitCode {
     let (package, target) = match args.first().map(String::as_str) {
         Some("cluster") => ("omniscale-cluster", "cluster"),
         Some("hpa") => ("omniscale-hpa", "cycle"),
+        Some("webhook") => ("omniscale-operator", "webhook"),
+        Some("vpa") => ("omniscale-vpa", "ingest"),
         _ => {
-            eprintln!("usage: cargo xtask bench <cluster|hpa> [FILTER]");
+            eprintln!("usage: cargo xtask bench <cluster|hpa|vpa|webhook> [FILTER]");
             return ExitCode::from(2);
         }
     };
@@ -75,7 +79,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <crds|check|bench>\n  crds   regenerate {CRD_FILE}\n  check  fail if {CRD_FILE} has drifted\n  bench cluster [FILTER]  scheduling benchmarks (JSON lines)\n  bench hpa [FILTER]      horizontal sync cycle, 10,000 Autoscalers (JSON lines)"
+                "usage: cargo xtask <crds|check|bench>\n  crds   regenerate {CRD_FILE}\n  check  fail if {CRD_FILE} has drifted\n  bench cluster [FILTER]  scheduling benchmarks (JSON lines)\n  bench hpa [FILTER]      horizontal sync cycle, 10,000 Autoscalers (JSON lines)\n  bench vpa [FILTER]      vertical recommender round, 100,000 containers (JSON lines)\n  bench webhook [FILTER]  admission webhook HTTPS latency, 500 requests/s (JSON lines)"
             );
             ExitCode::from(2)
         }

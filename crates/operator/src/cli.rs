@@ -40,7 +40,8 @@ pub enum Command {
     Version,
     /// Run omniscale on an embedded simulated cluster with an example scenario.
     Sim(SimArgs),
-    /// Show what omniscale would decide for resources read from files, and why (horizontal).
+    /// Show what omniscale would decide for resources read from files, and why (horizontal and
+    /// vertical).
     Plan(PlanArgs),
 }
 
@@ -81,6 +82,28 @@ pub struct RunArgs {
     /// Address of the health and metrics server (/healthz, /readyz, /metrics).
     #[arg(long, default_value = "0.0.0.0:8080", env = "OMNISCALE_HTTP_ADDR")]
     pub http_addr: SocketAddr,
+    /// Address of the HTTPS admission webhook server (/mutate-pods, /healthz).
+    #[arg(long, default_value = "0.0.0.0:9443", env = "OMNISCALE_WEBHOOK_ADDR")]
+    pub webhook_addr: SocketAddr,
+    /// Serve the webhook with tls.crt/tls.key from this directory (e.g. a mounted cert-manager
+    /// Secret), re-read when they change; the caBundle is then left to cert-manager's CA
+    /// injector. Without it, omniscale manages a CA and certificate itself.
+    #[arg(long, env = "OMNISCALE_WEBHOOK_CERT_DIR")]
+    pub webhook_cert_dir: Option<PathBuf>,
+    /// Service in front of the webhook (in --pod-namespace); self-managed certificates are for
+    /// its DNS names.
+    #[arg(long, default_value = "omniscale-webhook", env = "OMNISCALE_WEBHOOK_SERVICE")]
+    pub webhook_service: String,
+    /// MutatingWebhookConfiguration whose caBundle self-managed certificates keep up to date.
+    #[arg(long, default_value = "omniscale", env = "OMNISCALE_WEBHOOK_CONFIG")]
+    pub webhook_config: String,
+    /// Secret (in --pod-namespace) holding the self-managed CA and certificate, shared by all
+    /// replicas.
+    #[arg(long, default_value = "omniscale-webhook-tls", env = "OMNISCALE_WEBHOOK_SECRET")]
+    pub webhook_secret: String,
+    /// Do not serve the admission webhook (nor manage its certificates).
+    #[arg(long, env = "OMNISCALE_DISABLE_WEBHOOK")]
+    pub disable_webhook: bool,
 }
 
 /// Flags of `omniscale sim`.
@@ -117,7 +140,8 @@ pub struct SimArgs {
 #[derive(Debug, Clone, Args)]
 pub struct PlanArgs {
     /// YAML or JSON files as `kubectl get -o yaml` writes them: Autoscalers, their target
-    /// workloads, Pods and PodMetrics (one or many documents, or `kind: List`).
+    /// workloads, Pods, PodMetrics (many timestamps feed the vertical recommender) and
+    /// LimitRanges (one or many documents, or `kind: List`).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// The time to decide at (RFC 3339); defaults to now.
@@ -154,6 +178,38 @@ mod tests {
         assert_eq!(args.lease_duration, Duration::from_secs(15));
         assert_eq!(args.renew_deadline, Duration::from_secs(10));
         assert_eq!(log_format, LogFormat::Plain);
+        assert_eq!(args.webhook_addr, SocketAddr::from(([0, 0, 0, 0], 9443)));
+        assert_eq!(args.webhook_cert_dir, None);
+        assert_eq!(
+            (args.webhook_service.as_str(), args.webhook_config.as_str(), args.webhook_secret.as_str()),
+            ("omniscale-webhook", "omniscale", "omniscale-webhook-tls")
+        );
+        assert!(!args.disable_webhook);
+    }
+
+    #[test]
+    fn webhook_flags_select_the_certificate_source() {
+        use crate::webhook::{CertSource, WebhookConfig};
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["omniscale", "run", "--pod-namespace", "ops"];
+            argv.extend(extra);
+            match Cli::try_parse_from(argv) {
+                Ok(Cli { command: Command::Run(args), .. }) => args,
+                other => panic!("{other:?}"),
+            }
+        };
+        let args = parse(&["--webhook-cert-dir", "/certs", "--webhook-addr", "127.0.0.1:0"]);
+        let Some(WebhookConfig { addr, certs: CertSource::Dir { path, .. } }) = WebhookConfig::from_args(&args) else {
+            panic!("cert-manager mode expected")
+        };
+        assert_eq!((addr.port(), path), (0, PathBuf::from("/certs")));
+        let args = parse(&["--webhook-secret", "s", "--webhook-service", "svc", "--webhook-config", "cfg"]);
+        let Some(WebhookConfig { certs: CertSource::SelfManaged(c), .. }) = WebhookConfig::from_args(&args) else {
+            panic!("self-managed mode expected")
+        };
+        assert_eq!((c.namespace.as_str(), c.secret.as_str(), c.webhook_config.as_str()), ("ops", "s", "cfg"));
+        assert_eq!(c.dns_names()[0], "svc.ops.svc");
+        assert!(WebhookConfig::from_args(&parse(&["--disable-webhook"])).is_none());
     }
 
     #[test]

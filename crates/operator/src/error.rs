@@ -30,6 +30,12 @@ pub enum Error {
     /// `omniscale plan` input that cannot be used (names the file, document and field).
     #[error("plan: {0}")]
     Plan(#[from] crate::plan::PlanError),
+    /// Webhook certificates that cannot be made, read or served.
+    #[error("webhook certificate: {0}")]
+    Cert(#[from] crate::webhook::CertError),
+    /// The webhook's Secret or configuration could not be brought up to date.
+    #[error("webhook: {0}")]
+    Webhook(String),
 }
 
 impl Error {
@@ -44,6 +50,8 @@ impl Error {
             Error::Sim(_) => "sim",
             Error::Io(_) => "io",
             Error::Plan(_) => "input",
+            Error::Cert(_) => "cert",
+            Error::Webhook(_) => "webhook",
         }
     }
 }

@@ -16,14 +16,14 @@ use std::{sync::Arc, time::Duration};
 use futures::{StreamExt, TryStreamExt};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
-    Api, Resource, ResourceExt,
+    Api, ResourceExt,
     api::{ApiResource, DynamicObject, Patch, PatchParams},
     core::DeserializeGuard,
     runtime::{
         WatchStreamExt,
-        events::{Event, EventType},
+        events::EventType,
         reflector::{self, Store},
         watcher,
     },
@@ -51,7 +51,7 @@ pub const SYNC_PERIOD: Duration = Duration::from_secs(15);
 const CONCURRENCY: usize = 16;
 
 /// Drives a watch cache until dropped; errors are retried by the watcher's backoff.
-async fn drive<K>(stream: impl futures::Stream<Item = std::result::Result<K, watcher::Error>>) {
+pub(crate) async fn drive<K>(stream: impl futures::Stream<Item = std::result::Result<K, watcher::Error>>) {
     let mut stream = std::pin::pin!(stream);
     loop {
         match stream.try_next().await {
@@ -135,7 +135,10 @@ async fn object_resources(ctx: &Context, autoscalers: &[Autoscaler]) -> HashMap<
 }
 
 /// Reads one target's scale.
-async fn read_scale(ctx: &Context, a: &Autoscaler) -> (Option<Api<DynamicObject>>, std::result::Result<Scale, String>) {
+pub(crate) async fn read_scale(
+    ctx: &Context,
+    a: &Autoscaler,
+) -> (Option<Api<DynamicObject>>, std::result::Result<Scale, String>) {
     let ns = a.namespace().unwrap_or_else(|| "default".into());
     let t = &a.spec.target_ref;
     let plural = match ctx.targets.kind_of(&t.api_version, &t.kind).await {
@@ -415,16 +418,7 @@ fn rescale_reason(d: &Decision) -> String {
 }
 
 async fn event(ctx: &Context, a: &Autoscaler, type_: EventType, reason: &str, note: &str) {
-    let ev = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note.chars().take(1000).collect()),
-        action: "Scale".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&ev, &a.object_ref(&())).await {
-        debug!(error = %e, "event not recorded");
-    }
+    crate::report::event(ctx, a, type_, "Scale", reason, note).await;
 }
 
 /// Writes `status.horizontal` and this shell's conditions with server-side apply.
@@ -436,16 +430,8 @@ async fn publish(
     history: &History,
     now: Timestamp,
 ) -> Result<()> {
-    let existing: Vec<Condition> = a.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
-    let conditions: Vec<serde_json::Value> = conds
-        .iter()
-        .map(|c| {
-            let same = existing.iter().find(|e| e.type_ == c.type_ && e.status == c.status);
-            let ltt = same.map_or_else(|| now.to_string(), |e| e.last_transition_time.0.to_string());
-            json!({"type": c.type_, "status": c.status, "reason": c.reason, "message": c.message,
-                   "lastTransitionTime": ltt, "observedGeneration": a.metadata.generation})
-        })
-        .collect();
+    let conditions: Vec<serde_json::Value> =
+        conds.iter().map(|c| crate::report::condition(a, c.type_, c.status, &c.reason, &c.message, now)).collect();
     let mut h = horizontal.unwrap_or_else(|| json!({}));
     h["history"] = serde_json::to_value(history_to(history, now))?;
     let body = json!({"apiVersion": "omniscale.dev/v1alpha1", "kind": "Autoscaler",

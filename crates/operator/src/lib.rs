@@ -10,11 +10,14 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod plan;
+pub mod report;
 pub mod run;
 pub mod sim;
 pub mod targets;
 pub mod telemetry;
 pub mod validate;
+pub mod vertical;
+pub mod webhook;
 
 pub use error::{Error, Result};
 

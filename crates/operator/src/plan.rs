@@ -280,10 +280,10 @@ fn vertical_json(
     for m in series {
         let name = m.metadata.name.clone().unwrap_or_default();
         let Ok(usage) = omniscale_metrics::query::pod_usage(m) else { continue };
-        let pod = current.iter().find(|p| p.metadata.name.as_deref() == Some(name.as_str())).map_or_else(
-            || Pod { metadata: m.metadata.clone(), ..Pod::default() },
-            |p| (*p).clone(),
-        );
+        let pod = current
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(name.as_str()))
+            .map_or_else(|| Pod { metadata: m.metadata.clone(), ..Pod::default() }, |p| (*p).clone());
         let usage = HashMap::from([(name, usage)]);
         omniscale_vpa::input::feed(&mut model, &owner, &[&pod], &usage);
     }

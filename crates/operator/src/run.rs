@@ -6,6 +6,7 @@
 use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::LimitRange;
 use kube::{
     Api, Client, Config,
     api::ListParams,
@@ -30,6 +31,7 @@ use crate::{
     http::{self, HttpState},
     leader::{LeaderElector, LeaseTiming},
     metrics::Metrics,
+    vertical, webhook,
 };
 
 /// Builds a client from `--kubeconfig`/`--context`, else the usual inference.
@@ -160,8 +162,12 @@ async fn operate(
     shutdown: CancellationToken,
 ) {
     let Process { identity, timing, metrics, clock } = process;
+    // Every replica serves the admission webhook, leader or not: the API server calls whichever
+    // endpoint the Service picks. Certificates follow the wall clock whatever `clock` is (as
+    // leader election does): TLS peers check validity against their own clocks.
     // Every replica keeps caches of both resources (the webhook will read them); readiness
-    // follows their first full list.
+    // follows their first full list and, with the webhook on, a bound port and a certificate (a
+    // replica that cannot answer the webhook must not be one of the Service's endpoints).
     let autoscaler_api: Api<DeserializeGuard<Autoscaler>> = match &args.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -177,11 +183,35 @@ async fn operate(
             .default_backoff()
             .reflect(p_writer)
             .for_each(|_| async {});
-    let caches = tokio::spawn(async move { futures::join!(a_stream, p_stream) });
+    // The webhook reads LimitRanges to cap what it sets (as upstream's admission controller).
+    let lr_api: Api<LimitRange> = match &args.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let (ranges, lr_writer) = reflector::store();
+    let lr_stream = watcher(lr_api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(lr_writer)
+        .for_each(|_| async {});
+    let caches = tokio::spawn(async move { futures::join!(a_stream, p_stream, lr_stream) });
+    let webhook = webhook::WebhookConfig::from_args(&args).map(|config| {
+        let (autoscalers, ranges) = (autoscalers.clone(), ranges.clone());
+        let handler: webhook::Handler =
+            Arc::new(move |body: &[u8]| vertical::review(body, &autoscalers.state(), &ranges));
+        webhook::start(client.clone(), config, handler, Clock::real(), shutdown.clone())
+    });
+    let webhook_ready = webhook.as_ref().map(webhook::Webhook::ready);
     not_ready.send_replace(Some("caches not synced".into()));
     let ready_metrics = metrics.clone();
     let readiness = tokio::spawn(async move {
         if autoscalers.wait_until_ready().await.is_ok() && pools.wait_until_ready().await.is_ok() {
+            if let Some(ready) = webhook_ready {
+                not_ready
+                    .send_replace(Some("admission webhook not serving yet (port not bound or no certificate)".into()));
+                if !ready.await {
+                    return;
+                }
+            }
             not_ready.send_replace(None);
             ready_metrics.ready.set(1);
             info!("caches synced; ready");
@@ -205,7 +235,11 @@ async fn operate(
         metrics.leader.set(1);
         info!("leading: controllers started");
         tokio::select! {
-            _ = futures::future::join(controller::run(ctx.clone()), horizontal::run(ctx.clone(), args.dry_run)) => {
+            _ = futures::future::join3(
+                controller::run(ctx.clone()),
+                horizontal::run(ctx.clone(), args.dry_run),
+                vertical::run(ctx.clone(), args.dry_run),
+            ) => {
                 warn!("controllers stopped unexpectedly")
             }
             r = leader_rx.wait_for(|l| !*l) => if r.is_ok() { warn!("leadership lost: controllers stopped") },
@@ -218,6 +252,9 @@ async fn operate(
     }
     // The elector releases the lease on shutdown; wait for it so a standby takes over at once.
     let _ = election.await;
+    if let Some(w) = webhook {
+        w.stopped().await;
+    }
     caches.abort();
     readiness.abort();
 }

@@ -338,6 +338,7 @@ mod tests {
             resource_policy: Some(ResourcePolicy {
                 container_policies: vec![policy("app", "2", "1500m"), policy("app", "1", "2"), policy("x", "1x", "2")],
             }),
+            shared_resource_owner: None,
         };
         let c = autoscaler_ready(&autoscaler(None, Some(v)), &scalable());
         assert_eq!(c.reason, reason::INVALID_SPEC);

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use k8s_openapi::api::{
+    admissionregistration::v1::MutatingWebhookConfiguration,
     apps::v1::Deployment,
     core::v1::{Namespace, Service, ServiceAccount},
     policy::v1::PodDisruptionBudget,
@@ -65,6 +66,7 @@ fn every_document_is_a_known_kind_without_unknown_fields() {
             "Deployment" => drop(typed::<Deployment>(&file, &v)),
             "PodDisruptionBudget" => drop(typed::<PodDisruptionBudget>(&file, &v)),
             "Service" => drop(typed::<Service>(&file, &v)),
+            "MutatingWebhookConfiguration" => drop(typed::<MutatingWebhookConfiguration>(&file, &v)),
             other => panic!("{file}: unexpected kind {other}"),
         }
     }
@@ -91,13 +93,25 @@ fn justified_wildcard(r: &PolicyRule) -> bool {
     scale || metrics
 }
 
+fn grants(r: &PolicyRule, resource: &str) -> bool {
+    r.resources.iter().flatten().any(|s| s == resource)
+}
+
 fn rules_ok(rules: &[PolicyRule], where_: &str) {
     for r in rules {
         assert!(!r.verbs.iter().any(|v| v == "*"), "{where_}: wildcard verb in {r:?}");
         let all = [r.api_groups.as_deref(), r.resources.as_deref()];
         let wildcard = all.iter().flatten().flat_map(|v| v.iter()).any(|s| s == "*");
         assert!(!wildcard || justified_wildcard(r), "{where_}: wildcard in {r:?}");
-        assert!(!r.resources.iter().flatten().any(|s| s == "secrets"), "{where_}: secrets access in {r:?}");
+    }
+}
+
+/// The run flags' defaults, which the manifests must agree with.
+fn run_defaults() -> omniscale_operator::cli::RunArgs {
+    use clap::Parser;
+    match omniscale_operator::cli::Cli::try_parse_from(["omniscale", "run"]) {
+        Ok(omniscale_operator::cli::Cli { command: omniscale_operator::cli::Command::Run(args), .. }) => *args,
+        other => panic!("{other:?}"),
     }
 }
 
@@ -108,10 +122,14 @@ fn rbac_is_least_privilege() {
     for cr in &cluster {
         let rules = cr.rules.as_deref().unwrap_or_default();
         rules_ok(rules, "ClusterRole");
-        assert!(
-            !rules.iter().any(|r| r.resources.iter().flatten().any(|s| s == "leases")),
-            "leases must not be granted cluster-wide"
-        );
+        assert!(!rules.iter().any(|r| grants(r, "leases")), "leases must not be granted cluster-wide");
+        assert!(!rules.iter().any(|r| grants(r, "secrets")), "secrets must not be granted cluster-wide");
+        // The webhook configuration: its own, by name, and only the verbs the caBundle
+        // publication uses.
+        for r in rules.iter().filter(|r| grants(r, "mutatingwebhookconfigurations")) {
+            assert_eq!(r.resource_names.as_deref(), Some(&[run_defaults().webhook_config][..]), "{r:?}");
+            assert!(r.verbs.iter().all(|v| v == "get" || v == "update"), "{r:?}");
+        }
     }
     let roles: Vec<Role> = by_kind("Role");
     let lease_roles: Vec<&Role> = roles
@@ -123,6 +141,89 @@ fn rbac_is_least_privilege() {
     for r in &roles {
         rules_ok(r.rules.as_deref().unwrap_or_default(), "Role");
     }
+    // Secrets: the webhook's one Secret in omniscale's namespace; `create` is the one verb that
+    // cannot name its object.
+    let secret_rules: Vec<(&Role, &PolicyRule)> = roles
+        .iter()
+        .flat_map(|role| role.rules.iter().flatten().map(move |r| (role, r)))
+        .filter(|(_, r)| grants(r, "secrets"))
+        .collect();
+    assert!(!secret_rules.is_empty(), "the webhook Secret needs a Role");
+    for (role, r) in secret_rules {
+        assert_eq!(role.metadata.namespace.as_deref(), Some("omniscale-system"));
+        assert_eq!(r.resources.as_deref(), Some(&["secrets".to_string()][..]), "{r:?}");
+        for v in &r.verbs {
+            match v.as_str() {
+                "create" => {}
+                "get" | "update" => {
+                    assert_eq!(r.resource_names.as_deref(), Some(&[run_defaults().webhook_secret][..]), "{r:?}")
+                }
+                other => panic!("secrets verb {other} in {r:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn webhook_fails_open_and_reaches_the_operator() {
+    let defaults = run_defaults();
+    let configs: Vec<MutatingWebhookConfiguration> = by_kind("MutatingWebhookConfiguration");
+    assert_eq!(configs.len(), 1);
+    let c = &configs[0];
+    assert_eq!(c.metadata.name.as_deref(), Some(defaults.webhook_config.as_str()));
+    let hooks = c.webhooks.as_deref().unwrap_or_default();
+    assert_eq!(hooks.len(), 1);
+    let w = &hooks[0];
+    assert_eq!(w.name, "pods.vertical.omniscale.dev");
+    assert_eq!(w.failure_policy.as_deref(), Some("Ignore"), "a down operator must never block pod creation");
+    assert_eq!(w.side_effects, "None");
+    assert_eq!(w.timeout_seconds, Some(5));
+    assert_eq!(w.admission_review_versions, ["v1"]);
+    assert!(w.client_config.ca_bundle.is_none(), "re-applying must not erase the published caBundle");
+    let rules = w.rules.as_deref().unwrap_or_default();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].operations.as_deref(), Some(&["CREATE".to_string()][..]));
+    assert_eq!(rules[0].resources.as_deref(), Some(&["pods".to_string()][..]));
+    let excluded: Vec<String> = w
+        .namespace_selector
+        .iter()
+        .flat_map(|s| s.match_expressions.iter().flatten())
+        .filter(|e| e.key == "kubernetes.io/metadata.name" && e.operator == "NotIn")
+        .flat_map(|e| e.values.clone().unwrap_or_default())
+        .collect();
+    assert!(excluded.contains(&"kube-system".into()) && excluded.contains(&"omniscale-system".into()), "{excluded:?}");
+
+    // The Service the webhook calls exists, is the one the certificate is made for, and
+    // reaches the container's webhook port.
+    let svc_ref = w.client_config.service.as_ref().expect("service clientConfig");
+    assert_eq!(svc_ref.path.as_deref(), Some("/mutate-pods"));
+    assert_eq!(
+        (svc_ref.namespace.as_str(), svc_ref.name.as_str()),
+        ("omniscale-system", defaults.webhook_service.as_str())
+    );
+    let services: Vec<Service> = by_kind("Service");
+    let svc = services
+        .iter()
+        .find(|s| {
+            s.metadata.name.as_deref() == Some(&svc_ref.name)
+                && s.metadata.namespace.as_deref() == Some(&svc_ref.namespace)
+        })
+        .expect("the webhook Service");
+    let spec = svc.spec.as_ref().expect("service spec");
+    let port = spec.ports.iter().flatten().find(|p| Some(p.port) == svc_ref.port).expect("the webhook port");
+    let target = match &port.target_port {
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(p)) => *p,
+        other => panic!("numeric targetPort expected (the simulator resolves only those): {other:?}"),
+    };
+    assert_eq!(target, i32::from(defaults.webhook_addr.port()));
+    let deployments: Vec<Deployment> = by_kind("Deployment");
+    let template = &deployments[0].spec.as_ref().expect("spec").template;
+    let labels = template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+    for (k, v) in spec.selector.iter().flatten() {
+        assert_eq!(labels.get(k), Some(v), "the webhook Service must select the operator pods");
+    }
+    let pod = template.spec.as_ref().expect("pod spec");
+    assert!(pod.containers[0].ports.iter().flatten().any(|p| p.container_port == target));
 }
 
 #[test]
