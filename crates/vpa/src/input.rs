@@ -175,3 +175,49 @@ pub fn conditions(outcome: &Outcome, matched_pods: usize, model: &Model, owner: 
     });
     out
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use omniscale_metrics::ContainerUsage;
+    use serde_json::json;
+
+    fn pod(oom_at: Option<&str>) -> Pod {
+        let mut status = json!({"phase": "Running", "containerStatuses": [{"name": "app", "ready": true,
+            "restartCount": 1, "image": "x", "imageID": "", "started": true}]});
+        if let Some(at) = oom_at {
+            status["containerStatuses"][0]["lastState"] = json!({"terminated": {"exitCode": 137, "reason": "OOMKilled", "startedAt": "2026-01-01T00:00:00Z", "finishedAt": at}});
+        }
+        serde_json::from_value(json!({"metadata": {"name": "app-1", "namespace": "default"},
+            "spec": {"containers": [{"name": "app", "image": "x", "resources": {"requests": {"memory": "500Mi"}}}]},
+            "status": status}))
+        .unwrap()
+    }
+
+    #[test]
+    fn oom_kills_in_the_last_state_bump_memory_once() {
+        let mut m = Model::default();
+        let owner: Arc<str> = Arc::from("default/app");
+        let t0: jiff::Timestamp = "2026-01-01T00:01:00Z".parse().unwrap();
+        let usage = HashMap::from([(
+            "app-1".to_owned(),
+            Usage {
+                timestamp: t0,
+                window: jiff::SignedDuration::from_secs(30),
+                containers: vec![ContainerUsage::new("app", [("cpu", 100), ("memory", 200 * 1024 * 1024 * 1000)])],
+            },
+        )]);
+        let p = pod(Some("2026-01-01T00:02:00Z"));
+        let fed = feed(&mut m, &owner, &[&p], &usage);
+        assert_eq!((fed.cpu_samples, fed.memory_samples, fed.ooms), (1, 1, 1));
+        // The bump is over the 500Mi request: max(+100Mi, ×1.2) = 600Mi.
+        let a = m.aggregate("default/app", "app").unwrap();
+        assert!(a.memory.percentile(1.0) >= 600.0 * 1024.0 * 1024.0, "{}", a.memory.percentile(1.0));
+        // The same termination seen again next round is not counted twice.
+        let fed = feed(&mut m, &owner, &[&p], &HashMap::new());
+        assert_eq!(fed.ooms, 0);
+        let fed = feed(&mut m, &owner, &[&pod(None)], &HashMap::new());
+        assert_eq!((fed.ooms, fed.rejected), (0, 0));
+    }
+}
