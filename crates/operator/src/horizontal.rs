@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::{sync::Arc, time::Duration};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -21,12 +21,7 @@ use kube::{
     Api, ResourceExt,
     api::{ApiResource, DynamicObject, Patch, PatchParams},
     core::DeserializeGuard,
-    runtime::{
-        WatchStreamExt,
-        events::EventType,
-        reflector::{self, Store},
-        watcher,
-    },
+    runtime::{events::EventType, reflector::Store},
 };
 use omniscale_api::{
     Autoscaler,
@@ -50,51 +45,20 @@ pub const SYNC_PERIOD: Duration = Duration::from_secs(15);
 /// How many targets' scales are read, and how many Autoscalers are acted on, at once.
 const CONCURRENCY: usize = 16;
 
-/// Drives a watch cache until dropped; errors are retried by the watcher's backoff.
-pub(crate) async fn drive<K>(stream: impl futures::Stream<Item = std::result::Result<K, watcher::Error>>) {
-    let mut stream = std::pin::pin!(stream);
-    loop {
-        match stream.try_next().await {
-            Ok(Some(_)) => {}
-            Ok(None) => return,
-            Err(e) => debug!(error = %e, "watch error; the watcher retries"),
-        }
+/// Runs until dropped (the leader section drops it when leadership is lost). `pods` and
+/// `autoscalers` are the process's watch caches, shared with the vertical shell and webhook.
+pub async fn run(ctx: Arc<Context>, dry_run: bool, pods: Store<Pod>, autoscalers: Store<DeserializeGuard<Autoscaler>>) {
+    if pods.wait_until_ready().await.is_err() || autoscalers.wait_until_ready().await.is_err() {
+        return;
     }
-}
-
-/// Runs until dropped (the leader section drops it when leadership is lost).
-pub async fn run(ctx: Arc<Context>, dry_run: bool) {
-    let (pods, pod_writer) = reflector::store::<Pod>();
-    let (autoscalers, as_writer) = reflector::store::<DeserializeGuard<Autoscaler>>();
-    let (pod_api, as_api): (Api<Pod>, Api<DeserializeGuard<Autoscaler>>) = match &ctx.namespace {
-        Some(ns) => (Api::namespaced(ctx.client.clone(), ns), Api::namespaced(ctx.client.clone(), ns)),
-        None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
-    };
-    // Pods are kept without managed fields: the engine never reads them and they are most of
-    // a pod's size.
-    let pod_watch = watcher(pod_api, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .modify(|p| p.managed_fields_mut().clear())
-        .reflect(pod_writer)
-        .applied_objects();
-    let as_watch = watcher(as_api, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .reflect(as_writer)
-        .applied_objects();
     let metrics = omniscale_metrics::Client::new(ctx.client.clone());
-    let cycles = async {
-        if pods.wait_until_ready().await.is_err() || autoscalers.wait_until_ready().await.is_err() {
-            return;
-        }
-        let mut memory: HashMap<String, History> = HashMap::new();
-        loop {
-            let started = std::time::Instant::now();
-            cycle(&ctx, &pods, &autoscalers, &metrics, &mut memory, dry_run).await;
-            ctx.metrics.observe_reconcile("horizontal-cycle", started.elapsed().as_secs_f64());
-            tokio::time::sleep(ctx.clock.wall_duration(SYNC_PERIOD).max(Duration::from_millis(20))).await;
-        }
-    };
-    futures::join!(drive(pod_watch), drive(as_watch), cycles);
+    let mut memory: HashMap<String, History> = HashMap::new();
+    loop {
+        let started = std::time::Instant::now();
+        cycle(&ctx, &pods, &autoscalers, &metrics, &mut memory, dry_run).await;
+        ctx.metrics.observe_reconcile("horizontal-cycle", started.elapsed().as_secs_f64());
+        tokio::time::sleep(ctx.clock.wall_duration(SYNC_PERIOD).max(Duration::from_millis(20))).await;
+    }
 }
 
 /// An Autoscaler of this cycle with what was read for it.

@@ -6,9 +6,9 @@
 use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::LimitRange;
+use k8s_openapi::api::core::v1::{LimitRange, Pod};
 use kube::{
-    Api, Client, Config,
+    Api, Client, Config, ResourceExt,
     api::ListParams,
     config::{KubeConfigOptions, Kubeconfig},
     core::DeserializeGuard,
@@ -203,6 +203,7 @@ async fn operate(
     let webhook_ready = webhook.as_ref().map(webhook::Webhook::ready);
     not_ready.send_replace(Some("caches not synced".into()));
     let ready_metrics = metrics.clone();
+    let shared = (autoscalers.clone(), ranges.clone());
     let readiness = tokio::spawn(async move {
         if autoscalers.wait_until_ready().await.is_ok() && pools.wait_until_ready().await.is_ok() {
             if let Some(ready) = webhook_ready {
@@ -234,11 +235,26 @@ async fn operate(
         }
         metrics.leader.set(1);
         info!("leading: controllers started");
+        // Only the leader keeps pods (the largest cache), one copy for both shells.
+        let (pods, pod_writer) = reflector::store::<Pod>();
+        let pod_api: Api<Pod> = match &args.namespace {
+            Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+            None => Api::all(ctx.client.clone()),
+        };
+        // Pods are kept without managed fields: no engine reads them and they are most of a
+        // pod's size.
+        let pod_watch = watcher(pod_api, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .modify(|p| p.managed_fields_mut().clear())
+            .reflect(pod_writer)
+            .for_each(|_| async {});
+        let (autoscalers, ranges) = &shared;
         tokio::select! {
-            _ = futures::future::join3(
+            _ = futures::future::join4(
                 controller::run(ctx.clone()),
-                horizontal::run(ctx.clone(), args.dry_run),
-                vertical::run(ctx.clone(), args.dry_run),
+                pod_watch,
+                horizontal::run(ctx.clone(), args.dry_run, pods.clone(), autoscalers.clone()),
+                vertical::run(ctx.clone(), args.dry_run, pods, autoscalers.clone(), ranges.clone()),
             ) => {
                 warn!("controllers stopped unexpectedly")
             }

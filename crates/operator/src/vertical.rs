@@ -25,12 +25,7 @@ use kube::{
     Api, ResourceExt,
     api::{EvictParams, Patch, PatchParams},
     core::DeserializeGuard,
-    runtime::{
-        WatchStreamExt,
-        events::EventType,
-        reflector::{self, Store},
-        watcher,
-    },
+    runtime::{events::EventType, reflector::Store},
 };
 use omniscale_api::{
     Autoscaler,
@@ -47,7 +42,7 @@ use omniscale_vpa::{
 use serde_json::{Value, json};
 use tracing::{Instrument, debug, info, warn};
 
-use crate::{Result, controller::Context, horizontal::drive};
+use crate::{Result, controller::Context};
 
 /// Field manager of everything this shell writes in status.
 pub const FIELD_MANAGER: &str = "omniscale-vertical";
@@ -66,50 +61,29 @@ struct Memory {
     restored: HashSet<String>,
 }
 
-/// Runs until dropped (the leader section drops it when leadership is lost).
-pub async fn run(ctx: Arc<Context>, dry_run: bool) {
-    let (pods, pod_writer) = reflector::store::<Pod>();
-    let (autoscalers, as_writer) = reflector::store::<DeserializeGuard<Autoscaler>>();
-    let (ranges, lr_writer) = reflector::store::<LimitRange>();
-    let (pod_api, as_api, lr_api): (Api<Pod>, Api<DeserializeGuard<Autoscaler>>, Api<LimitRange>) = match &ctx.namespace
+/// Runs until dropped (the leader section drops it when leadership is lost). The stores are the
+/// process's watch caches, shared with the horizontal shell and the webhook.
+pub async fn run(
+    ctx: Arc<Context>,
+    dry_run: bool,
+    pods: Store<Pod>,
+    autoscalers: Store<DeserializeGuard<Autoscaler>>,
+    ranges: Store<LimitRange>,
+) {
+    if pods.wait_until_ready().await.is_err()
+        || autoscalers.wait_until_ready().await.is_err()
+        || ranges.wait_until_ready().await.is_err()
     {
-        Some(ns) => (
-            Api::namespaced(ctx.client.clone(), ns),
-            Api::namespaced(ctx.client.clone(), ns),
-            Api::namespaced(ctx.client.clone(), ns),
-        ),
-        None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
-    };
-    let pod_watch = watcher(pod_api, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .modify(|p| p.managed_fields_mut().clear())
-        .reflect(pod_writer)
-        .applied_objects();
-    let as_watch = watcher(as_api, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .reflect(as_writer)
-        .applied_objects();
-    let lr_watch = watcher(lr_api, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .reflect(lr_writer)
-        .applied_objects();
+        return;
+    }
     let metrics = omniscale_metrics::Client::new(ctx.client.clone());
-    let cycles = async {
-        if pods.wait_until_ready().await.is_err()
-            || autoscalers.wait_until_ready().await.is_err()
-            || ranges.wait_until_ready().await.is_err()
-        {
-            return;
-        }
-        let mut memory = Memory::default();
-        loop {
-            let started = std::time::Instant::now();
-            cycle(&ctx, &pods, &autoscalers, &ranges, &metrics, &mut memory, dry_run).await;
-            ctx.metrics.observe_reconcile("vertical-cycle", started.elapsed().as_secs_f64());
-            tokio::time::sleep(ctx.clock.wall_duration(INTERVAL).max(Duration::from_millis(20))).await;
-        }
-    };
-    futures::join!(drive(pod_watch), drive(as_watch), drive(lr_watch), cycles);
+    let mut memory = Memory::default();
+    loop {
+        let started = std::time::Instant::now();
+        cycle(&ctx, &pods, &autoscalers, &ranges, &metrics, &mut memory, dry_run).await;
+        ctx.metrics.observe_reconcile("vertical-cycle", started.elapsed().as_secs_f64());
+        tokio::time::sleep(ctx.clock.wall_duration(INTERVAL).max(Duration::from_millis(20))).await;
+    }
 }
 
 /// `namespace/name`, the model's key for an Autoscaler.
@@ -188,11 +162,7 @@ async fn cycle(
                 .collect(),
             None => Vec::new(),
         };
-        let running: Vec<&Pod> = matched
-            .iter()
-            .copied()
-            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-            .collect();
+        let running = running(&matched);
         let empty = HashMap::new();
         let usage = match cache.get(&Query::PodMetrics { namespace: ns.clone() }) {
             Some(Ok(Answer::PodMetrics(u))) => u,
@@ -228,6 +198,11 @@ async fn reconcile_logged(
     if let Err(e) = reconcile(ctx, w, model, ranges, dry_run, now).instrument(span).await {
         warn!(autoscaler = %owner_key(w.a), error = %e, "vertical reconcile failed; retrying next interval");
     }
+}
+
+/// The pods that run (only they have usage; pending ones count as not matched yet).
+fn running<'a>(pods: &[&'a Pod]) -> Vec<&'a Pod> {
+    pods.iter().copied().filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")).collect()
 }
 
 /// One Autoscaler's share of a cycle.
@@ -267,14 +242,8 @@ async fn reconcile(
         );
         return publish(ctx, a, None, &[c], now).await;
     }
-    let running: Vec<&Pod> = w
-        .pods
-        .iter()
-        .copied()
-        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-        .collect();
     let outcome = input::recommendation(model, &key, &a.spec, &w.pods);
-    let conditions = input::conditions(&outcome, running.len(), model, &key);
+    let conditions = input::conditions(&outcome, running(&w.pods).len(), model, &key);
     let checkpoints: Vec<_> = {
         let mut v: Vec<_> = model.aggregates_of(&key).map(|(name, agg)| agg.save(name, now)).collect();
         v.sort_by(|x, y| x.container_name.cmp(&y.container_name));
