@@ -61,6 +61,14 @@ pub struct RunArgs {
     /// call the cloud.
     #[arg(long, env = "OMNISCALE_DRY_RUN")]
     pub dry_run: bool,
+    /// Vertical updater: evictions per second across all Autoscalers (upstream's
+    /// `--eviction-rate-limit`); unset means no limit, as upstream's default. In-place resizes
+    /// are paced by a second bucket with the same settings.
+    #[arg(long, env = "OMNISCALE_EVICTION_RATE_LIMIT")]
+    pub eviction_rate_limit: Option<f64>,
+    /// Burst of the eviction and resize rate limits (upstream's `--eviction-rate-burst`).
+    #[arg(long, default_value_t = 1, env = "OMNISCALE_EVICTION_RATE_BURST")]
+    pub eviction_rate_burst: u32,
     /// Namespace omniscale runs in; its leader Lease lives here.
     #[arg(long, default_value = "omniscale-system", env = "POD_NAMESPACE")]
     pub pod_namespace: String,

@@ -254,7 +254,14 @@ async fn operate(
                 controller::run(ctx.clone()),
                 pod_watch,
                 horizontal::run(ctx.clone(), args.dry_run, pods.clone(), autoscalers.clone()),
-                vertical::run(ctx.clone(), args.dry_run, pods, autoscalers.clone(), ranges.clone()),
+                vertical::run(
+                    ctx.clone(),
+                    args.dry_run,
+                    vertical::Limits::new(args.eviction_rate_limit, args.eviction_rate_burst),
+                    pods,
+                    autoscalers.clone(),
+                    ranges.clone(),
+                ),
             ) => {
                 warn!("controllers stopped unexpectedly")
             }

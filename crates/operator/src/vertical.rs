@@ -37,7 +37,7 @@ use omniscale_vpa::{
     admission::{self, LimitRanges},
     input,
     model::{Aggregate, Model},
-    updater::{self, Action, Settings},
+    updater::{self, Action, RateLimiter, Settings},
 };
 use serde_json::{Value, json};
 use tracing::{Instrument, debug, info, warn};
@@ -54,11 +54,25 @@ pub const INTERVAL: Duration = Duration::from_secs(60);
 const CONCURRENCY: usize = 16;
 
 /// What the leader remembers between cycles.
-#[derive(Default)]
 struct Memory {
     model: Model,
     /// Autoscalers whose checkpoints were already considered.
     restored: HashSet<String>,
+    /// Paces evictions and in-place resizes across all Autoscalers.
+    limits: tokio::sync::Mutex<Limits>,
+}
+
+/// The eviction and resize token buckets (`--eviction-rate-limit`, `--eviction-rate-burst`).
+#[derive(Debug)]
+pub struct Limits {
+    pub evictions: RateLimiter,
+    pub resizes: RateLimiter,
+}
+
+impl Limits {
+    pub fn new(rate: Option<f64>, burst: u32) -> Self {
+        Limits { evictions: RateLimiter::new(rate, burst), resizes: RateLimiter::new(rate, burst) }
+    }
 }
 
 /// Runs until dropped (the leader section drops it when leadership is lost). The stores are the
@@ -66,6 +80,7 @@ struct Memory {
 pub async fn run(
     ctx: Arc<Context>,
     dry_run: bool,
+    limits: Limits,
     pods: Store<Pod>,
     autoscalers: Store<DeserializeGuard<Autoscaler>>,
     ranges: Store<LimitRange>,
@@ -77,7 +92,8 @@ pub async fn run(
         return;
     }
     let metrics = omniscale_metrics::Client::new(ctx.client.clone());
-    let mut memory = Memory::default();
+    let mut memory =
+        Memory { model: Model::default(), restored: HashSet::new(), limits: tokio::sync::Mutex::new(limits) };
     loop {
         let started = std::time::Instant::now();
         cycle(&ctx, &pods, &autoscalers, &ranges, &metrics, &mut memory, dry_run).await;
@@ -181,8 +197,8 @@ async fn cycle(
     let live: HashSet<String> = scales.iter().map(|(a, _)| owner_key(a)).collect();
     memory.model.end_round(now, |o| live.contains(o));
     memory.restored.retain(|k| live.contains(k));
-    let model = &memory.model;
-    let jobs: Vec<_> = work.iter().map(|w| reconcile_logged(ctx, w, model, ranges, dry_run, now)).collect();
+    let (model, limits) = (&memory.model, &memory.limits);
+    let jobs: Vec<_> = work.iter().map(|w| reconcile_logged(ctx, w, model, limits, ranges, dry_run, now)).collect();
     futures::stream::iter(jobs).buffer_unordered(CONCURRENCY).collect::<Vec<()>>().await;
 }
 
@@ -190,12 +206,13 @@ async fn reconcile_logged(
     ctx: &Context,
     w: &Work<'_>,
     model: &Model,
+    limits: &tokio::sync::Mutex<Limits>,
     ranges: &Store<LimitRange>,
     dry_run: bool,
     now: Timestamp,
 ) {
     let span = tracing::info_span!("vertical", autoscaler = %owner_key(w.a));
-    if let Err(e) = reconcile(ctx, w, model, ranges, dry_run, now).instrument(span).await {
+    if let Err(e) = reconcile(ctx, w, model, limits, ranges, dry_run, now).instrument(span).await {
         warn!(autoscaler = %owner_key(w.a), error = %e, "vertical reconcile failed; retrying next interval");
     }
 }
@@ -228,6 +245,7 @@ async fn reconcile(
     ctx: &Context,
     w: &Work<'_>,
     model: &Model,
+    limits: &tokio::sync::Mutex<Limits>,
     ranges: &Store<LimitRange>,
     dry_run: bool,
     now: Timestamp,
@@ -282,6 +300,17 @@ async fn reconcile(
     }
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     for action in &plan.actions {
+        let allowed = {
+            let mut l = limits.lock().await;
+            match action {
+                Action::Resize { .. } => l.resizes.take(now),
+                Action::Evict { .. } => l.evictions.take(now),
+            }
+        };
+        if !allowed {
+            debug!("rate limit reached; the rest waits for the next interval");
+            break;
+        }
         act(ctx, a, &pods, action).await;
     }
     Ok(())

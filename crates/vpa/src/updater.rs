@@ -600,3 +600,57 @@ mod tests {
         assert_eq!(order, vec!["up-more", "up", "down"]);
     }
 }
+
+/// Upstream's `--eviction-rate-limit`/`--eviction-rate-burst` token bucket (a separate bucket
+/// with the same settings paces in-place resizes). Time is passed in, so it stays pure.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RateLimiter {
+    /// Tokens per second; `None` is upstream's default of no limit.
+    rate: Option<f64>,
+    burst: f64,
+    tokens: f64,
+    last: Option<Timestamp>,
+}
+
+impl RateLimiter {
+    pub fn new(rate: Option<f64>, burst: u32) -> Self {
+        let burst = f64::from(burst.max(1));
+        RateLimiter { rate: rate.filter(|r| r.is_finite() && *r > 0.0), burst, tokens: burst, last: None }
+    }
+
+    /// Takes a token if one is available at `now`.
+    pub fn take(&mut self, now: Timestamp) -> bool {
+        let Some(rate) = self.rate else { return true };
+        if let Some(last) = self.last {
+            let secs = now.duration_since(last).as_secs_f64().max(0.0);
+            self.tokens = (self.tokens + secs * rate).min(self.burst);
+        }
+        self.last = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod limiter_tests {
+    #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn the_bucket_refills_at_the_rate_up_to_the_burst() {
+        let t = |s: i64| "2026-01-01T00:00:00Z".parse::<Timestamp>().unwrap() + SignedDuration::from_secs(s);
+        let mut off = RateLimiter::new(None, 1);
+        assert!((0..100).all(|_| off.take(t(0))));
+        let mut l = RateLimiter::new(Some(0.1), 2);
+        assert!(l.take(t(0)) && l.take(t(0)));
+        assert!(!l.take(t(0)));
+        assert!(!l.take(t(5)));
+        assert!(l.take(t(10)));
+        // A long pause refills only up to the burst.
+        assert!(l.take(t(1000)) && l.take(t(1000)) && !l.take(t(1000)));
+    }
+}
