@@ -197,23 +197,27 @@ async fn cycle(
     let live: HashSet<String> = scales.iter().map(|(a, _)| owner_key(a)).collect();
     memory.model.end_round(now, |o| live.contains(o));
     memory.restored.retain(|k| live.contains(k));
-    let (model, limits) = (&memory.model, &memory.limits);
-    let jobs: Vec<_> = work.iter().map(|w| reconcile_logged(ctx, w, model, limits, ranges, dry_run, now)).collect();
+    let round = Round { ctx, model: &memory.model, limits: &memory.limits, ranges, dry_run, now };
+    let jobs: Vec<_> = work.iter().map(|w| round.reconcile_logged(w)).collect();
     futures::stream::iter(jobs).buffer_unordered(CONCURRENCY).collect::<Vec<()>>().await;
 }
 
-async fn reconcile_logged(
-    ctx: &Context,
-    w: &Work<'_>,
-    model: &Model,
-    limits: &tokio::sync::Mutex<Limits>,
-    ranges: &Store<LimitRange>,
+/// What every Autoscaler's reconcile in one cycle shares.
+struct Round<'a> {
+    ctx: &'a Context,
+    model: &'a Model,
+    limits: &'a tokio::sync::Mutex<Limits>,
+    ranges: &'a Store<LimitRange>,
     dry_run: bool,
     now: Timestamp,
-) {
-    let span = tracing::info_span!("vertical", autoscaler = %owner_key(w.a));
-    if let Err(e) = reconcile(ctx, w, model, limits, ranges, dry_run, now).instrument(span).await {
-        warn!(autoscaler = %owner_key(w.a), error = %e, "vertical reconcile failed; retrying next interval");
+}
+
+impl Round<'_> {
+    async fn reconcile_logged(&self, w: &Work<'_>) {
+        let span = tracing::info_span!("vertical", autoscaler = %owner_key(w.a));
+        if let Err(e) = reconcile(self, w).instrument(span).await {
+            warn!(autoscaler = %owner_key(w.a), error = %e, "vertical reconcile failed; retrying next interval");
+        }
     }
 }
 
@@ -241,15 +245,8 @@ fn restore(model: &mut Model, owner: &Arc<str>, a: &Autoscaler, now: Timestamp) 
     }
 }
 
-async fn reconcile(
-    ctx: &Context,
-    w: &Work<'_>,
-    model: &Model,
-    limits: &tokio::sync::Mutex<Limits>,
-    ranges: &Store<LimitRange>,
-    dry_run: bool,
-    now: Timestamp,
-) -> Result<()> {
+async fn reconcile(round: &Round<'_>, w: &Work<'_>) -> Result<()> {
+    let Round { ctx, model, limits, ranges, dry_run, now } = *round;
     let a = w.a;
     let key = owner_key(a);
     if let Some(e) = &w.scale_error {

@@ -100,6 +100,12 @@ fn kubeconfig(sim: &runtime::Running, tag: &str) -> std::path::PathBuf {
     p
 }
 
+/// Names of the hamster pods.
+async fn names(pods: &Api<Pod>) -> Vec<String> {
+    let list = pods.list(&ListParams::default().labels("app=hamster")).await.unwrap().items;
+    list.iter().map(|p| p.metadata.name.clone().unwrap()).collect()
+}
+
 /// cpu and memory requests of a pod's first container, as written.
 fn requests(p: &Pod) -> (String, String) {
     let r = p.spec.as_ref().unwrap().containers[0].resources.as_ref().unwrap().requests.as_ref().unwrap();
@@ -126,13 +132,7 @@ async fn hamster_is_resized_in_place_to_upstreams_recommendation() {
             pods.list(&ListParams::default().labels("app=hamster")).await.unwrap().items.len() == 2
         })
         .await;
-        pods.list(&ListParams::default().labels("app=hamster"))
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .map(|p| p.metadata.name.clone().unwrap())
-            .collect()
+        names(&pods).await
     };
     eventually("both pods running with the recommended requests", || async {
         let list = pods.list(&ListParams::default().labels("app=hamster")).await.unwrap().items;
@@ -140,15 +140,7 @@ async fn hamster_is_resized_in_place_to_upstreams_recommendation() {
     })
     .await;
     // Resized in place: the same pods, never evicted.
-    let now: Vec<String> = pods
-        .list(&ListParams::default().labels("app=hamster"))
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .map(|p| p.metadata.name.clone().unwrap())
-        .collect();
-    assert_eq!(now, first);
+    assert_eq!(names(&pods).await, first);
     let a = autoscalers.get("hamster").await.unwrap();
     let v = a.status.as_ref().unwrap().vertical.as_ref().unwrap();
     let r = &v.recommendation.as_ref().unwrap().container_recommendations[0];
@@ -265,13 +257,7 @@ async fn recreate_evicts_and_the_webhook_sets_requests_on_the_new_pods_over_tls(
             pods.list(&ListParams::default().labels("app=hamster")).await.unwrap().items.len() == 2
         })
         .await;
-        pods.list(&ListParams::default().labels("app=hamster"))
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .map(|p| p.metadata.name.clone().unwrap())
-            .collect()
+        names(&pods).await
     };
     let want = ("587m".to_owned(), "262144k".to_owned());
     eventually("two new pods created with the recommendation by the webhook", || async {

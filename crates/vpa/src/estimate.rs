@@ -42,8 +42,10 @@ pub struct Estimate {
     pub upper: Amounts,
     /// What the history is worth: 1 is a day of history at one sample a minute.
     pub confidence: f64,
-    /// Percentiles before margin (for the explanation).
+    /// The target percentile before the margin, and after it (before the pod minimum), for the
+    /// explanation.
     pub raw_target: Amounts,
+    pub margin_target: Amounts,
 }
 
 /// Upstream's estimator chain for one aggregate among `containers` of the pod:
@@ -64,12 +66,14 @@ pub fn estimate(a: &Aggregate, config: &Config, containers: usize) -> Estimate {
     };
     let floor = |x: Amounts| x.map(|r, v| v.max(min.get(r)));
     let raw_target = pct(config.target_percentile);
+    let margin_target = margin(raw_target);
     Estimate {
-        target: floor(margin(raw_target)),
+        target: floor(margin_target),
         lower: floor(confident(margin(pct(config.lower_percentile)), 0.001, -2.0)),
         upper: floor(confident(margin(pct(config.upper_percentile)), 1.0, 1.0)),
         confidence: conf,
         raw_target,
+        margin_target,
     }
 }
 
@@ -207,7 +211,7 @@ fn explain(
     let mut parts = Vec::new();
     for &r in resources {
         let raw = e.raw_target.get(r);
-        let margin = raw.saturating_add(scale(raw, config.safety_margin));
+        let margin = e.margin_target.get(r);
         let target = e.target.get(r);
         let capped = clamp(target, r, p);
         let show = |v: i64| quantity(r, v).0;
