@@ -112,6 +112,38 @@ pub struct RunArgs {
     /// Do not serve the admission webhook (nor manage its certificates).
     #[arg(long, env = "OMNISCALE_DISABLE_WEBHOOK")]
     pub disable_webhook: bool,
+    /// Cloud behind Auto Scaling Group NodePools. `aws` reads the standard AWS environment
+    /// (AWS_REGION, credentials, AWS_ENDPOINT_URL) on first use.
+    #[arg(long, value_enum, default_value = "aws", env = "OMNISCALE_CLOUD_PROVIDER")]
+    pub cloud_provider: crate::cloud::CloudKind,
+    /// Expander chain for node scale-up: least-waste, most-pods, least-nodes, priority (NodePool
+    /// weight), price, random; comma-separated, first filter first.
+    #[arg(long, default_value = "least-waste", value_parser = parse_expanders, env = "OMNISCALE_EXPANDER")]
+    pub expander: Expanders,
+    /// Ceiling on the number of nodes in the cluster (Cluster Autoscaler's --max-nodes-total).
+    #[arg(long, env = "OMNISCALE_MAX_NODES_TOTAL")]
+    pub max_nodes_total: Option<u32>,
+    /// A scale-up whose nodes are not ready by then is reverted and its group backed off.
+    #[arg(long, default_value = "15m", value_parser = parse_duration, env = "OMNISCALE_MAX_NODE_PROVISION_TIME")]
+    pub max_node_provision_time: Duration,
+    /// Period of the node loop; it also runs whenever a pod becomes unschedulable.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "OMNISCALE_SCAN_INTERVAL")]
+    pub scan_interval: Duration,
+    /// Wait after the first newly unschedulable pod before deciding, so a burst is one decision.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration, env = "OMNISCALE_SCALE_UP_BATCH_WINDOW")]
+    pub scale_up_batch_window: Duration,
+    /// The node this replica runs on (downward API `spec.nodeName`): never removed while this
+    /// replica leads.
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+}
+
+/// A parsed `--expander` chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expanders(pub Vec<omniscale_nodes::expander::Expander>);
+
+fn parse_expanders(s: &str) -> Result<Expanders, String> {
+    omniscale_nodes::expander::parse_chain(s).map(Expanders)
 }
 
 /// Flags of `omniscale sim`.

@@ -3,12 +3,14 @@
 //! talks to a cluster.
 
 pub mod cli;
+pub mod cloud;
 pub mod controller;
 pub mod error;
 pub mod horizontal;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod nodes;
 pub mod plan;
 pub mod report;
 pub mod run;

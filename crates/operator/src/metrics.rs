@@ -29,6 +29,95 @@ pub struct ReadLabels {
     pub kind: String,
 }
 
+/// Labels naming a node group.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabels {
+    pub node_group: String,
+}
+
+/// Labels of a node-engine counter with a reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupReasonLabels {
+    pub node_group: String,
+    pub reason: String,
+}
+
+/// The node engines' series, named after Cluster Autoscaler's (`cluster_autoscaler_*` →
+/// `omniscale_nodes_*`) so existing dashboards translate one to one.
+#[derive(Debug)]
+pub struct NodeMetrics {
+    /// Pods kube-scheduler reports unschedulable.
+    pub unschedulable_pods_count: Gauge,
+    /// Ready nodes of NodePool groups.
+    pub nodes_count: Gauge,
+    pub node_group_min_count: Family<GroupLabels, Gauge>,
+    pub node_group_max_count: Family<GroupLabels, Gauge>,
+    pub node_group_target_count: Family<GroupLabels, Gauge>,
+    /// 1 while a group is backed off after a failed scale-up.
+    pub node_group_backoff_status: Family<GroupLabels, Gauge>,
+    pub unneeded_nodes_count: Gauge,
+    pub scaled_up_nodes_total: Family<GroupLabels, Counter>,
+    /// By `reason`: empty or underutilized.
+    pub scaled_down_nodes_total: Family<GroupReasonLabels, Counter>,
+    /// By `reason`: timeout, activity (the group reported a failed launch), api.
+    pub failed_scale_ups_total: Family<GroupReasonLabels, Counter>,
+    pub evicted_pods_total: Counter,
+    /// From the watch seeing a pod unschedulable to the desired-capacity call returning.
+    pub scale_up_latency_seconds: Histogram,
+    /// One loop (describe, decide, act), in seconds.
+    pub loop_duration_seconds: Histogram,
+    /// Unix time of the last loop.
+    pub last_activity: Gauge,
+}
+
+impl NodeMetrics {
+    fn register(&self, r: &mut Registry) {
+        let r = r.sub_registry_with_prefix("nodes");
+        r.register("unschedulable_pods_count", "Unschedulable pods", self.unschedulable_pods_count.clone());
+        r.register("nodes_count", "Ready nodes of NodePool groups", self.nodes_count.clone());
+        r.register("node_group_min_count", "Group minimum size", self.node_group_min_count.clone());
+        r.register("node_group_max_count", "Group maximum size", self.node_group_max_count.clone());
+        r.register("node_group_target_count", "Group desired capacity", self.node_group_target_count.clone());
+        r.register(
+            "node_group_backoff_status",
+            "1 while a group is backed off",
+            self.node_group_backoff_status.clone(),
+        );
+        r.register("unneeded_nodes_count", "Nodes that could be removed", self.unneeded_nodes_count.clone());
+        r.register("scaled_up_nodes", "Nodes added", self.scaled_up_nodes_total.clone());
+        r.register("scaled_down_nodes", "Nodes removed", self.scaled_down_nodes_total.clone());
+        r.register("failed_scale_ups", "Scale-ups that failed", self.failed_scale_ups_total.clone());
+        r.register("evicted_pods", "Pods evicted to remove nodes", self.evicted_pods_total.clone());
+        r.register(
+            "scale_up_latency_seconds",
+            "Unschedulable pod seen to desired capacity set",
+            self.scale_up_latency_seconds.clone(),
+        );
+        r.register("loop_duration_seconds", "One node loop", self.loop_duration_seconds.clone());
+        r.register("last_activity", "Unix time of the last node loop", self.last_activity.clone());
+    }
+}
+
+fn node_metrics() -> NodeMetrics {
+    let buckets = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0];
+    NodeMetrics {
+        unschedulable_pods_count: Gauge::default(),
+        nodes_count: Gauge::default(),
+        node_group_min_count: Family::default(),
+        node_group_max_count: Family::default(),
+        node_group_target_count: Family::default(),
+        node_group_backoff_status: Family::default(),
+        unneeded_nodes_count: Gauge::default(),
+        scaled_up_nodes_total: Family::default(),
+        scaled_down_nodes_total: Family::default(),
+        failed_scale_ups_total: Family::default(),
+        evicted_pods_total: Counter::default(),
+        scale_up_latency_seconds: Histogram::new(buckets),
+        loop_duration_seconds: Histogram::new(buckets),
+        last_activity: Gauge::default(),
+    }
+}
+
 /// All operator metrics, registered once at start-up.
 #[derive(Debug)]
 pub struct Metrics {
@@ -45,6 +134,8 @@ pub struct Metrics {
     pub leader: Gauge,
     /// 1 once caches are synced.
     pub ready: Gauge,
+    /// The node engines' series.
+    pub nodes: NodeMetrics,
 }
 
 impl Default for Metrics {
@@ -67,7 +158,9 @@ impl Default for Metrics {
         let build = Family::<Vec<(String, String)>, Gauge>::default();
         build.get_or_create(&vec![("version".to_string(), env!("CARGO_PKG_VERSION").to_string())]).set(1);
         registry.register("build_info", "Build information", build);
-        Metrics { registry, reconciles, reconcile_errors, reconcile_duration, cycle_reads, leader, ready }
+        let nodes = node_metrics();
+        nodes.register(&mut registry);
+        Metrics { registry, reconciles, reconcile_errors, reconcile_duration, cycle_reads, leader, ready, nodes }
     }
 }
 

@@ -6,7 +6,9 @@
 use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{LimitRange, Pod};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{LimitRange, Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::{
     Api, Client, Config, ResourceExt,
     api::ListParams,
@@ -31,7 +33,7 @@ use crate::{
     http::{self, HttpState},
     leader::{LeaderElector, LeaseTiming},
     metrics::Metrics,
-    vertical, webhook,
+    nodes, vertical, webhook,
 };
 
 /// Builds a client from `--kubeconfig`/`--context`, else the usual inference.
@@ -112,6 +114,18 @@ pub async fn run_until(args: RunArgs, shutdown: CancellationToken) -> Result<()>
 /// operator's decisions, periods and windows run at the simulation's speed. Leader election stays
 /// on the wall clock: it is about real processes being alive.
 pub async fn run_with(args: RunArgs, shutdown: CancellationToken, clock: Clock) -> Result<()> {
+    run_in(args, shutdown, clock, None).await
+}
+
+/// [`run_with`], with the cloud provider given by the embedding program (`omniscale sim` and
+/// tests pass the simulated cloud) instead of the one `--cloud-provider` names.
+pub async fn run_in(
+    args: RunArgs,
+    shutdown: CancellationToken,
+    clock: Clock,
+    cloud: Option<Arc<dyn omniscale_nodes::CloudProvider>>,
+) -> Result<()> {
+    let cloud = crate::cloud::Cloud::new(args.cloud_provider, cloud);
     let timing = LeaseTiming {
         lease_duration: args.lease_duration,
         renew_deadline: args.renew_deadline,
@@ -134,7 +148,7 @@ pub async fn run_with(args: RunArgs, shutdown: CancellationToken, clock: Clock) 
     let signal_task = tokio::spawn(wait_for_signal(shutdown.clone()));
 
     if wait_for_crds(&client, &not_ready_tx, &shutdown).await {
-        let process = Process { identity, timing, metrics, clock };
+        let process = Process { identity, timing, metrics, clock, cloud };
         operate(client, args, process, not_ready_tx, shutdown.clone()).await;
     }
     shutdown.cancel();
@@ -152,6 +166,7 @@ struct Process {
     timing: LeaseTiming,
     metrics: Arc<Metrics>,
     clock: Clock,
+    cloud: crate::cloud::Cloud,
 }
 
 async fn operate(
@@ -161,7 +176,7 @@ async fn operate(
     not_ready: watch::Sender<Option<String>>,
     shutdown: CancellationToken,
 ) {
-    let Process { identity, timing, metrics, clock } = process;
+    let Process { identity, timing, metrics, clock, cloud } = process;
     // Every replica serves the admission webhook, leader or not: the API server calls whichever
     // endpoint the Service picks. Certificates follow the wall clock whatever `clock` is (as
     // leader election does): TLS peers check validity against their own clocks.
@@ -173,7 +188,7 @@ async fn operate(
         None => Api::all(client.clone()),
     };
     let (autoscalers, a_writer) = reflector::store();
-    let (pools, p_writer) = reflector::store();
+    let (pools, p_writer) = reflector::store::<DeserializeGuard<NodePool>>();
     let a_stream = watcher(autoscaler_api, watcher::Config::default().any_semantic())
         .default_backoff()
         .reflect(a_writer)
@@ -203,7 +218,7 @@ async fn operate(
     let webhook_ready = webhook.as_ref().map(webhook::Webhook::ready);
     not_ready.send_replace(Some("caches not synced".into()));
     let ready_metrics = metrics.clone();
-    let shared = (autoscalers.clone(), ranges.clone());
+    let shared = (autoscalers.clone(), ranges.clone(), pools.clone());
     let readiness = tokio::spawn(async move {
         if autoscalers.wait_until_ready().await.is_ok() && pools.wait_until_ready().await.is_ok() {
             if let Some(ready) = webhook_ready {
@@ -242,17 +257,73 @@ async fn operate(
             None => Api::all(ctx.client.clone()),
         };
         // Pods are kept without managed fields: no engine reads them and they are most of a
-        // pod's size.
+        // pod's size. Every applied pod also goes past the node shell's pending tracker, which
+        // wakes the node loop when one turns unschedulable.
+        let pending = Arc::new(nodes::PendingPods::default());
+        let seen = pending.clone();
         let pod_watch = watcher(pod_api, watcher::Config::default().any_semantic())
             .default_backoff()
             .modify(|p| p.managed_fields_mut().clear())
             .reflect(pod_writer)
+            .for_each(move |ev| {
+                if let Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) = &ev {
+                    seen.observe(p);
+                }
+                async {}
+            });
+        let (autoscalers, ranges, pools) = &shared;
+        // The node shell's other caches: leader only, like pods.
+        let (node_store, node_writer) = reflector::store::<Node>();
+        let (pdb_store, pdb_writer) = reflector::store::<PodDisruptionBudget>();
+        let (ds_store, ds_writer) = reflector::store::<DaemonSet>();
+        let node_watch = watcher(Api::<Node>::all(ctx.client.clone()), watcher::Config::default().any_semantic())
+            .default_backoff()
+            .modify(|n| n.managed_fields_mut().clear())
+            .reflect(node_writer)
             .for_each(|_| async {});
-        let (autoscalers, ranges) = &shared;
+        let pdb_watch =
+            watcher(Api::<PodDisruptionBudget>::all(ctx.client.clone()), watcher::Config::default().any_semantic())
+                .default_backoff()
+                .reflect(pdb_writer)
+                .for_each(|_| async {});
+        let ds_watch = watcher(Api::<DaemonSet>::all(ctx.client.clone()), watcher::Config::default().any_semantic())
+            .default_backoff()
+            .modify(|d| d.managed_fields_mut().clear())
+            .reflect(ds_writer)
+            .for_each(|_| async {});
+        let node_caches = nodes::Caches {
+            pods: pods.clone(),
+            nodes: node_store,
+            pdbs: pdb_store,
+            daemonsets: ds_store,
+            pools: pools.clone(),
+        };
+        let node_config = nodes::NodeConfig {
+            settings: omniscale_nodes::input::Settings {
+                expanders: args.expander.0.clone(),
+                max_nodes_total: args.max_nodes_total,
+                max_node_provision_time: jiff::SignedDuration::try_from(args.max_node_provision_time)
+                    .unwrap_or(jiff::SignedDuration::from_mins(15)),
+                ..omniscale_nodes::input::Settings::default()
+            },
+            scan_interval: args.scan_interval,
+            batch_window: args.scale_up_batch_window,
+            own_node: args.node_name.clone(),
+            dry_run: args.dry_run,
+        };
+        let node_loop = async {
+            futures::join!(
+                node_watch,
+                pdb_watch,
+                ds_watch,
+                nodes::run(ctx.clone(), node_config, cloud.clone(), node_caches, pending.clone())
+            )
+        };
         tokio::select! {
-            _ = futures::future::join4(
+            _ = futures::future::join5(
                 controller::run(ctx.clone()),
                 pod_watch,
+                node_loop,
                 horizontal::run(ctx.clone(), args.dry_run, pods.clone(), autoscalers.clone()),
                 vertical::run(
                     ctx.clone(),

@@ -140,7 +140,14 @@ async fn scenario(args: &SimArgs, dir: &Path) -> Result<()> {
         return Err(sim_error("internal: expected run arguments"));
     };
     let stop_operator = tokio_util::sync::CancellationToken::new();
-    let operator = tokio::spawn(crate::run::run_with(*run_args, stop_operator.clone(), cluster.shared.clock.clone()));
+    // The simulated cloud, called in memory where `omniscale run` would call AWS.
+    let cloud: Option<std::sync::Arc<dyn omniscale_nodes::CloudProvider>> =
+        running.world.lock().map(|w| w.cloud.is_some()).unwrap_or(false).then(|| {
+            std::sync::Arc::new(crate::cloud::SimCloud::new(running.world.clone(), cluster.shared.clock.clone()))
+                as std::sync::Arc<dyn omniscale_nodes::CloudProvider>
+        });
+    let operator =
+        tokio::spawn(crate::run::run_in(*run_args, stop_operator.clone(), cluster.shared.clock.clone(), cloud));
 
     eprintln!("scenario {} ({}): {} simulated seconds at {speed}x", sc.name, sc.description.trim(), sc.duration);
     println!("{}", report::progress_header());

@@ -1,0 +1,289 @@
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+//! The Auto Scaling Group engine, loop by loop, on hand-built clusters.
+
+mod common;
+
+use common::*;
+use omniscale_nodes::history::History;
+use omniscale_nodes::input::build;
+use omniscale_nodes::{InstanceState, decide};
+
+/// The nginx-test walkthrough: one t3.small node holding 3 of 10 pods of 500m/512Mi; seven
+/// pending. A t3.small takes 3 such pods (1930m, 1572Mi allocatable), so 3 more nodes.
+#[test]
+fn nginx_walkthrough_scale_up() {
+    let mut w = World { pools: vec![discovery_pool("spot-ng", Some(5))], ..World::default() };
+    let g = group("spot-ng", 1, 5, 1, vec![t3_small()]);
+    w.nodes.push(node_for("spot-ng", 0, &t3_small()));
+    for i in 0..10 {
+        let bound = (i < 3).then_some("ip-spot-ng-0");
+        w.pods.push(pod("default", &format!("nginx-{i}"), "500m", "512Mi", bound));
+    }
+    let input = build(w.objects(), vec![g], &[], Some("us-east-1"));
+    assert_eq!(input.pending.len(), 7);
+    let plan = decide(&input, &settings(), &History::default(), at(0));
+    assert_eq!(plan.scale_up.len(), 1, "{plan:#?}");
+    let r = &plan.scale_up[0];
+    assert_eq!((r.group.as_str(), r.from, r.to), ("spot-ng", 1, 4));
+    assert_eq!(r.pods.len(), 7);
+    assert_eq!(plan.triggered.len(), 7);
+    assert!(plan.not_triggered.is_empty());
+    assert!(plan.remove.is_empty(), "no scale-down in a loop that scaled up");
+    assert_eq!(plan.history.requests["spot-ng"].to, 4);
+    assert_eq!(plan.pools[0].desired, 4);
+}
+
+/// A mixed t2.small/t3.small group is sized by t2.small (940m: one 500m pod per node), and the
+/// pool's node limit caps it: 7 pending pods want 7 nodes, the pool allows 4 more.
+#[test]
+fn mixed_group_sized_by_smallest_type_and_capped_by_limit() {
+    let mut w = World { pools: vec![discovery_pool("spot-ng", Some(5))], ..World::default() };
+    let g = group("spot-ng", 1, 10, 1, vec![t2_small(), t3_small()]);
+    w.nodes.push(node_for("spot-ng", 0, &t3_small()));
+    for i in 0..10 {
+        w.pods.push(pod("default", &format!("nginx-{i}"), "500m", "512Mi", (i < 3).then_some("ip-spot-ng-0")));
+    }
+    let input = build(w.objects(), vec![g], &[], None);
+    let plan = decide(&input, &settings(), &History::default(), at(0));
+    assert_eq!(plan.scale_up[0].to, 5);
+    assert_eq!(plan.triggered.len(), 4);
+    assert_eq!(plan.not_triggered.len(), 3);
+    assert!(plan.not_triggered[0].1.contains("limit of 5 nodes"), "{:?}", plan.not_triggered);
+}
+
+/// Upcoming nodes (desired capacity not ready yet) absorb pending pods: no second scale-up.
+#[test]
+fn upcoming_nodes_count() {
+    let mut w = World { pools: vec![discovery_pool("spot-ng", None)], ..World::default() };
+    let mut g = group("spot-ng", 1, 5, 1, vec![t3_small()]);
+    g.desired = 3;
+    g.instances.push(instance("spot-ng", 1, InstanceState::Pending));
+    g.instances.push(instance("spot-ng", 2, InstanceState::Pending));
+    w.nodes.push(node_for("spot-ng", 0, &t3_small()));
+    for i in 0..9 {
+        w.pods.push(pod("default", &format!("p{i}"), "500m", "512Mi", (i < 3).then_some("ip-spot-ng-0")));
+    }
+    let input = build(w.objects(), vec![g], &[], None);
+    let plan = decide(&input, &settings(), &History::default(), at(0));
+    assert!(plan.scale_up.is_empty(), "{:?}", plan.scale_up);
+    assert_eq!(plan.fits_existing.len(), 6);
+}
+
+/// A pod no group can take gets the reason per group.
+#[test]
+fn not_triggered_reasons() {
+    let mut w = World { pools: vec![discovery_pool("spot-ng", None)], ..World::default() };
+    let g = group("spot-ng", 0, 5, 0, vec![t3_small()]);
+    w.pods.push(pod("default", "huge", "4", "1Gi", None));
+    let mut tainted = pod("default", "picky", "100m", "64Mi", None);
+    tainted.spec.as_mut().unwrap().node_selector = Some([("gpu".to_owned(), "true".to_owned())].into());
+    w.pods.push(tainted);
+    let input = build(w.objects(), vec![g], &[], None);
+    let plan = decide(&input, &settings(), &History::default(), at(0));
+    assert!(plan.scale_up.is_empty());
+    let why: std::collections::BTreeMap<_, _> =
+        plan.not_triggered.iter().map(|(p, w)| (p.name.as_str(), w.as_str())).collect();
+    assert!(why["huge"].starts_with("spot-ng: ") && why["huge"].contains("cpu"), "{why:?}");
+    assert!(why["picky"].contains("node affinity") || why["picky"].contains("selector"), "{why:?}");
+}
+
+/// Scale from zero through the node-template tags: a tainted GPU-like group only gets the pod
+/// that tolerates the taint.
+#[test]
+fn scale_from_zero_via_tags() {
+    let mut w = World { pools: vec![discovery_pool("pool", None)], ..World::default() };
+    let mut g = group("gpu-ng", 0, 3, 0, vec![m5_large()]);
+    g.tags.insert("k8s.io/cluster-autoscaler/node-template/label/workload".into(), "batch".into());
+    g.tags.insert("k8s.io/cluster-autoscaler/node-template/taint/dedicated".into(), "batch:NoSchedule".into());
+    let mut ok = pod("default", "batch-1", "1", "1Gi", None);
+    let spec = ok.spec.as_mut().unwrap();
+    spec.node_selector = Some([("workload".to_owned(), "batch".to_owned())].into());
+    spec.tolerations = Some(vec![k8s_openapi::api::core::v1::Toleration {
+        key: Some("dedicated".into()),
+        operator: Some("Equal".into()),
+        value: Some("batch".into()),
+        effect: Some("NoSchedule".into()),
+        ..Default::default()
+    }]);
+    w.pods.push(ok);
+    w.pods.push(pod("default", "web-1", "1", "1Gi", None));
+    let input = build(w.objects(), vec![g], &[], None);
+    let plan = decide(&input, &settings(), &History::default(), at(0));
+    assert_eq!(plan.scale_up.len(), 1);
+    assert_eq!(plan.scale_up[0].to, 1);
+    assert_eq!(plan.scale_up[0].pods[0].name, "batch-1");
+    assert!(plan.not_triggered[0].1.contains("taint"), "{:?}", plan.not_triggered);
+}
+
+/// Similar groups in two zones share the new nodes, smallest first.
+#[test]
+fn balances_similar_groups() {
+    let mut w = World { pools: vec![discovery_pool("pool", None)], ..World::default() };
+    let mut a = group("ng-a", 0, 10, 0, vec![t3_small()]);
+    a.zones = vec!["us-east-1a".into()];
+    let mut b = group("ng-b", 0, 10, 0, vec![t3_small()]);
+    b.zones = vec!["us-east-1b".into()];
+    for i in 0..12 {
+        w.pods.push(pod("default", &format!("p{i}"), "500m", "512Mi", None));
+    }
+    let input = build(w.objects(), vec![a, b], &[], None);
+    let plan = decide(&input, &settings(), &History::default(), at(0));
+    let to: Vec<(String, u32)> = plan.scale_up.iter().map(|r| (r.group.clone(), r.to)).collect();
+    assert_eq!(to, vec![("ng-a".to_owned(), 2), ("ng-b".to_owned(), 2)]);
+}
+
+/// The expander picks between dissimilar groups: least-waste takes t3.small for 500m pods
+/// (3 fill a node), most-pods is indifferent, priority follows the NodePool weight.
+#[test]
+fn expander_choice() {
+    let mut w = World {
+        pools: vec![
+            pool("big", serde_json::json!({"autoScalingGroup": {"name": "m5"}, "weight": 50})),
+            pool("small", serde_json::json!({"autoScalingGroup": {"name": "t3"}, "weight": 10})),
+        ],
+        ..World::default()
+    };
+    let groups = vec![group("m5", 0, 10, 0, vec![m5_large()]), group("t3", 0, 10, 0, vec![t3_small()])];
+    for i in 0..3 {
+        w.pods.push(pod("default", &format!("p{i}"), "500m", "512Mi", None));
+    }
+    let input = build(w.objects(), groups.clone(), &[], None);
+    let plan = decide(&input, &settings(), &History::default(), at(0));
+    assert_eq!(plan.scale_up[0].group, "t3", "least-waste");
+    let mut s = settings();
+    s.expanders = omniscale_nodes::expander::parse_chain("priority,least-waste").unwrap();
+    let plan = decide(&input, &s, &History::default(), at(0));
+    assert_eq!(plan.scale_up[0].group, "m5", "priority");
+}
+
+/// A scale-up that never registers is reverted after 15 minutes and the group backed off; a
+/// failed scaling activity reverts at once.
+#[test]
+fn provisioning_timeout_and_failed_activity() {
+    let mut w = World { pools: vec![discovery_pool("spot-ng", None)], ..World::default() };
+    w.nodes.push(node_for("spot-ng", 0, &t3_small()));
+    w.pods.push(pod("default", "resident", "1000m", "512Mi", Some("ip-spot-ng-0")));
+    w.pods.push(pod("default", "p", "1500m", "512Mi", None));
+    let g0 = group("spot-ng", 1, 5, 1, vec![t3_small()]);
+    let plan = decide(&build(w.objects(), vec![g0.clone()], &[], None), &settings(), &History::default(), at(0));
+    assert_eq!(plan.scale_up[0].to, 2);
+    // The ASG launched an instance that never becomes a node.
+    let mut g1 = g0.clone();
+    g1.desired = 2;
+    g1.instances.push(instance("spot-ng", 1, InstanceState::Pending));
+    let input = build(w.objects(), vec![g1.clone()], &[], None);
+    let wait = decide(&input, &settings(), &plan.history, at(14 * 60));
+    assert!(wait.reverts.is_empty() && wait.scale_up.is_empty());
+    let late = decide(&input, &settings(), &wait.history, at(15 * 60));
+    assert_eq!(late.reverts.len(), 1, "{late:#?}");
+    assert_eq!(late.reverts[0].terminate, vec!["i-spot-ng-1".to_owned()]);
+    assert!(late.reverts[0].reason.contains("not ready after"));
+    assert!(late.history.backed_off("spot-ng", at(15 * 60 + 1)).is_some());
+    assert!(late.scale_up.is_empty(), "backed off: {:?}", late.not_triggered);
+    assert!(late.not_triggered[0].1.contains("backed off"));
+    // Failed activity right after the request: reverted without waiting, launched ones kept.
+    let mut g2 = g1.clone();
+    g2.desired = 4;
+    g2.last_failed_activity = Some((at(30), "Could not launch Spot Instances. InsufficientInstanceCapacity".into()));
+    let mut h = plan.history.clone();
+    h.requests.get_mut("spot-ng").unwrap().to = 4;
+    let failed = decide(&build(w.objects(), vec![g2], &[], None), &settings(), &h, at(60));
+    assert_eq!(failed.reverts.len(), 1);
+    assert!(failed.reverts[0].terminate.is_empty());
+    assert_eq!(failed.reverts[0].set_desired, Some(2));
+    assert!(failed.reverts[0].reason.contains("InsufficientInstanceCapacity"));
+}
+
+/// Scale-down: an empty node goes after unneededTime; not during delayAfterAdd; never below
+/// the group's minimum; a node with pods is drained (its pods listed for eviction).
+#[test]
+fn scale_down_timers_and_minimum() {
+    let mut w = World { pools: vec![discovery_pool("spot-ng", None)], ..World::default() };
+    for k in 0..3 {
+        w.nodes.push(node_for("spot-ng", k, &t3_small()));
+    }
+    w.pods.push(pod("default", "a", "500m", "512Mi", Some("ip-spot-ng-0")));
+    w.pods.push(pod("default", "b", "500m", "256Mi", Some("ip-spot-ng-1")));
+    let input = build(w.objects(), vec![group("spot-ng", 1, 5, 3, vec![t3_small()])], &[], None);
+    let p0 = decide(&input, &settings(), &History::default(), at(0));
+    // Node 2 is empty; node 1's pod fits node 0; then node 0's pods have nowhere to go.
+    let unneeded: Vec<&str> = p0.unneeded.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(unneeded, vec!["ip-spot-ng-2", "ip-spot-ng-1"]);
+    assert!(p0.blocked[0].1.contains("no other node"), "{:?}", p0.blocked);
+    assert!(p0.remove.is_empty());
+    assert!(decide(&input, &settings(), &p0.history, at(599)).remove.is_empty());
+    let p1 = decide(&input, &settings(), &p0.history, at(600));
+    let removed: Vec<&str> = p1.remove.iter().map(|r| r.node.as_str()).collect();
+    assert_eq!(removed, vec!["ip-spot-ng-2", "ip-spot-ng-1"], "{p1:#?}");
+    assert!(p1.remove[0].evict.is_empty());
+    assert_eq!(p1.remove[1].evict[0].name, "b");
+    // With a minimum of 2, only one goes: the empty one.
+    let input = build(w.objects(), vec![group("spot-ng", 2, 5, 3, vec![t3_small()])], &[], None);
+    let p2 = decide(&input, &settings(), &p0.history, at(600));
+    assert_eq!(p2.remove.len(), 1);
+    assert_eq!(p2.remove[0].node, "ip-spot-ng-2");
+    assert!(p2.waiting.iter().any(|(_, w)| w.contains("minimum")), "{:?}", p2.waiting);
+    // Right after a scale-up nothing goes.
+    let mut h = p0.history.clone();
+    h.last_scale_up.insert("spot-ng".into(), at(300));
+    let p3 = decide(&input, &settings(), &h, at(600));
+    assert!(p3.remove.is_empty());
+    assert!(p3.waiting.iter().all(|(_, w)| w.contains("grew")), "{:?}", p3.waiting);
+}
+
+/// Blockers: safe-to-evict false, a PDB with no disruptions left, no controller,
+/// scale-down-disabled, the leader's node.
+#[test]
+fn scale_down_blockers() {
+    let mut w = World { pools: vec![discovery_pool("spot-ng", None)], ..World::default() };
+    let g = group("spot-ng", 0, 10, 6, vec![m5_large()]);
+    for k in 0..6 {
+        w.nodes.push(node_for("spot-ng", k, &m5_large()));
+    }
+    w.pods.push(annotate(
+        pod("default", "precious", "100m", "64Mi", Some("ip-spot-ng-0")),
+        "cluster-autoscaler.kubernetes.io/safe-to-evict",
+        "false",
+    ));
+    let mut guarded = pod("default", "guarded", "100m", "64Mi", Some("ip-spot-ng-1"));
+    guarded.metadata.labels = Some([("app".to_owned(), "db".to_owned())].into());
+    w.pods.push(guarded);
+    w.pdbs.push(pdb("default", "db", "db", 0));
+    let mut bare = pod("default", "bare", "100m", "64Mi", Some("ip-spot-ng-2"));
+    bare.metadata.owner_references = None;
+    w.pods.push(bare);
+    w.nodes[3].metadata.annotations =
+        Some([("cluster-autoscaler.kubernetes.io/scale-down-disabled".to_owned(), "true".to_owned())].into());
+    let input = build(w.objects(), vec![g], &["ip-spot-ng-4".to_owned()], None);
+    let p0 = decide(&input, &settings(), &History::default(), at(0));
+    let p1 = decide(&input, &settings(), &p0.history, at(3600));
+    let removed: Vec<&str> = p1.remove.iter().map(|r| r.node.as_str()).collect();
+    assert_eq!(removed, vec!["ip-spot-ng-5"], "{p1:#?}");
+    let why: std::collections::BTreeMap<&str, &str> =
+        p1.blocked.iter().map(|(n, w)| (n.as_str(), w.as_str())).collect();
+    assert!(why["ip-spot-ng-0"].contains("safe-to-evict"), "{why:?}");
+    assert!(why["ip-spot-ng-1"].contains("PodDisruptionBudget db"), "{why:?}");
+    assert!(why["ip-spot-ng-2"].contains("no controller"), "{why:?}");
+    assert!(why["ip-spot-ng-3"].contains("scale-down-disabled"), "{why:?}");
+    assert!(why["ip-spot-ng-4"].contains("leader"), "{why:?}");
+}
+
+/// Busy nodes are not candidates; pods that would not fit elsewhere block.
+#[test]
+fn utilization_threshold_and_no_room() {
+    let mut w = World { pools: vec![discovery_pool("spot-ng", None)], ..World::default() };
+    let g = group("spot-ng", 0, 5, 2, vec![t3_small()]);
+    for k in 0..2 {
+        w.nodes.push(node_for("spot-ng", k, &t3_small()));
+    }
+    // Node 0: 1500m of 1930m (78 %): busy. Node 1: 900m (47 %): a candidate, but 900m does not
+    // fit in node 0's 430m left.
+    w.pods.push(pod("default", "big", "1500m", "512Mi", Some("ip-spot-ng-0")));
+    w.pods.push(pod("default", "mid", "900m", "512Mi", Some("ip-spot-ng-1")));
+    let input = build(w.objects(), vec![g], &[], None);
+    let p = decide(&input, &settings(), &History::default(), at(0));
+    assert_eq!(p.utilized.len(), 1);
+    assert_eq!(p.utilized[0].0, "ip-spot-ng-0");
+    assert!(p.unneeded.is_empty());
+    assert!(p.blocked[0].1.contains("no other node can take the pod"), "{:?}", p.blocked);
+}
