@@ -1,0 +1,285 @@
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+//! The node shell end to end on the simulated cluster and its simulated cloud: the nginx-test
+//! walkthrough scales spot-ng up until every pod runs, never past 5 nodes, and back to 1 after
+//! the Deployment is deleted — with a PodDisruptionBudget-guarded workload drained through the
+//! Eviction API and a `safe-to-evict: "false"` pod whose node is never removed. The invariants
+//! are checked continuously by a watcher task, not only at the end.
+
+use clap::Parser;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use omniscale_api::NodePool;
+use omniscale_operator::cli::{Cli, Command};
+use omniscale_operator::cloud::SimCloud;
+use omniscale_sim::control::World;
+use omniscale_sim::runtime::{self, SimOptions};
+use omniscale_sim::world::scenario::Scenario;
+use serde_json::json;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+async fn eventually<F, Fut>(what: &str, secs: u64, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out after {secs}s waiting for {what}");
+}
+
+fn example(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/nginx-test").join(name)
+}
+
+fn running_on(p: &Pod) -> Option<String> {
+    let running = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+    let live = p.metadata.deletion_timestamp.is_none();
+    (running && live).then(|| p.spec.as_ref().and_then(|s| s.node_name.clone())).flatten()
+}
+
+fn ready(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_none()
+        && p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// (desired capacity, live instances) of spot-ng.
+fn asg(world: &Mutex<World>) -> (u32, usize) {
+    let w = world.lock().unwrap();
+    let cloud = w.cloud.as_ref().unwrap();
+    let g = cloud.auto_scaling_group("spot-ng").unwrap();
+    let live = g.instance_ids.iter().filter(|id| cloud.instance(id).is_some_and(|i| i.state.is_live())).count();
+    (g.desired_capacity, live)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nginx_walkthrough_scales_up_and_back_with_safe_drains() {
+    omniscale_operator::install_crypto_provider();
+    let sc = Scenario::from_yaml(&std::fs::read_to_string(example("sim/scenario.yaml")).unwrap()).unwrap();
+    let mut world = World::default();
+    world.cloud = sc.build_cloud(0.0).unwrap();
+    world.asgs = sc.cloud.as_ref().map(|c| c.auto_scaling_groups.clone()).unwrap();
+    let sim = runtime::start(SimOptions { speed: 60.0, ..SimOptions::default() }, world).await.unwrap();
+    let client = kube::Client::try_from(kube::Config::new(sim.url.parse().unwrap())).unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for doc in serde_yaml::Deserializer::from_str(&omniscale_api::render_crds_yaml().unwrap()) {
+        let crd: CustomResourceDefinition = serde::Deserialize::deserialize(doc).unwrap();
+        crds.create(&PostParams::default(), &crd).await.unwrap();
+    }
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "omniscale-system"}})).unwrap();
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+
+    // A pod that must never be evicted, on the group's first node.
+    eventually("the first spot-ng node", 30, || async { asg(&sim.world).1 == 1 && node_count(&client).await == 1 })
+        .await;
+    let pinned: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "pinned", "annotations": {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"},
+                     "ownerReferences": []},
+        "spec": {"containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pinned).await.unwrap();
+    eventually("the pinned pod running", 30, || async {
+        pods.get("pinned").await.ok().and_then(|p| running_on(&p)).is_some()
+    })
+    .await;
+    let pinned = pods.get("pinned").await.unwrap();
+    let pinned_node = running_on(&pinned).unwrap();
+    let pinned_uid = pinned.metadata.uid.clone().unwrap();
+
+    let kubeconfig = std::env::temp_dir().join(format!("omniscale-nodes-{}.kubeconfig", std::process::id()));
+    std::fs::write(&kubeconfig, sim.kubeconfig()).unwrap();
+    let cli = Cli::try_parse_from([
+        "omniscale",
+        "run",
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--pod-name",
+        "test",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--disable-webhook",
+    ])
+    .unwrap();
+    let Command::Run(args) = cli.command else { panic!("run args") };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let cloud = Arc::new(SimCloud::new(sim.world.clone(), sim.cluster.shared.clock.clone()));
+    let operator = tokio::spawn(omniscale_operator::run::run_in(
+        *args,
+        stop.clone(),
+        sim.cluster.shared.clock.clone(),
+        Some(cloud.clone() as Arc<dyn omniscale_nodes::CloudProvider>),
+    ));
+    let pool: NodePool = serde_yaml::from_str(&std::fs::read_to_string(example("nodepool.yaml")).unwrap()).unwrap();
+    let pool_api: Api<NodePool> = Api::all(client.clone());
+    pool_api.create(&PostParams::default(), &pool).await.unwrap();
+    let nginx: Deployment =
+        serde_yaml::from_str(&std::fs::read_to_string(example("deployment.yaml")).unwrap()).unwrap();
+    deployments.create(&PostParams::default(), &nginx).await.unwrap();
+
+    // Invariants, checked all along.
+    let violations: Arc<Mutex<Vec<String>>> = Arc::default();
+    let guard_armed = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (world, pods, violations, guard_armed, done) =
+            (sim.world.clone(), pods.clone(), violations.clone(), guard_armed.clone(), done.clone());
+        let (pinned_node, pinned_uid) = (pinned_node.clone(), pinned_uid.clone());
+        let client = client.clone();
+        tokio::spawn(async move {
+            while !done.load(Ordering::SeqCst) {
+                let (desired, live) = asg(&world);
+                let mut v = violations.lock().unwrap().clone();
+                if !(1..=5).contains(&desired) || live > 5 {
+                    v.push(format!("spot-ng desired {desired}, live {live}: outside [1, 5]"));
+                }
+                if let Ok(list) = pods.list(&ListParams::default()).await {
+                    match list.items.iter().find(|p| p.metadata.name.as_deref() == Some("pinned")) {
+                        Some(p)
+                            if p.metadata.uid.as_deref() == Some(&pinned_uid)
+                                && p.metadata.deletion_timestamp.is_none() => {}
+                        _ => v.push("the safe-to-evict=false pod was evicted or deleted".into()),
+                    }
+                    let guards = list
+                        .items
+                        .iter()
+                        .filter(|p| {
+                            p.metadata.labels.as_ref().and_then(|l| l.get("app")).map(String::as_str) == Some("guard")
+                        })
+                        .filter(|p| ready(p))
+                        .count();
+                    if guard_armed.load(Ordering::SeqCst) && guards < 1 {
+                        v.push("PodDisruptionBudget guard (minAvailable 1) violated: no ready guard pod".into());
+                    }
+                }
+                if !node_names(&client).await.contains(&pinned_node) {
+                    v.push(format!("node {pinned_node} holding the safe-to-evict=false pod was removed"));
+                }
+                v.dedup();
+                *violations.lock().unwrap() = v;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+
+    eventually("all 10 nginx pods running", 60, || async {
+        let list = pods.list(&ListParams::default().labels("app=nginx")).await.unwrap().items;
+        list.iter().filter(|p| running_on(p).is_some()).count() == 10
+    })
+    .await;
+    let (desired, _) = asg(&sim.world);
+    assert!((2..=5).contains(&desired), "desired {desired}");
+    assert!(!cloud.calls.lock().unwrap().is_empty(), "the operator set the desired capacity");
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    eventually("TriggeredScaleUp events on nginx pods", 20, || async {
+        let list = events.list(&ListParams::default()).await.unwrap().items;
+        list.iter().any(|e| {
+            e.reason.as_deref() == Some("TriggeredScaleUp") && e.note.as_deref().unwrap_or("").contains("spot-ng")
+        })
+    })
+    .await;
+    eventually("NodePool status with desired nodes", 20, || async {
+        let p = pool_api.get("spot-ng").await.unwrap();
+        p.status.as_ref().and_then(|s| s.desired_nodes) == Some(asg(&sim.world).0 as i32)
+            && p.status.as_ref().is_some_and(|s| s.last_scale_up_time.is_some())
+    })
+    .await;
+
+    // A PDB-guarded workload on the new nodes, then the walkthrough's deletion.
+    let guard: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "guard"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "guard"}},
+                 "template": {"metadata": {"labels": {"app": "guard"}},
+                              "spec": {"containers": [{"name": "c", "image": "busybox",
+                                       "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]}}}
+    }))
+    .unwrap();
+    deployments.create(&PostParams::default(), &guard).await.unwrap();
+    let pdb: PodDisruptionBudget = serde_json::from_value(json!({
+        "metadata": {"name": "guard"}, "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "guard"}}}
+    }))
+    .unwrap();
+    Api::<PodDisruptionBudget>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &pdb)
+        .await
+        .unwrap();
+    eventually("both guard pods ready", 30, || async {
+        pods.list(&ListParams::default().labels("app=guard")).await.unwrap().items.iter().filter(|p| ready(p)).count()
+            == 2
+    })
+    .await;
+    guard_armed.store(true, Ordering::SeqCst);
+    deployments.delete("nginx", &DeleteParams::default()).await.unwrap();
+
+    eventually("spot-ng back to 1 node", 120, || async {
+        let (desired, live) = asg(&sim.world);
+        desired == 1 && live == 1 && node_count(&client).await == 1
+    })
+    .await;
+    eventually("guard pods running again", 30, || async {
+        pods.list(&ListParams::default().labels("app=guard")).await.unwrap().items.iter().filter(|p| ready(p)).count()
+            == 2
+    })
+    .await;
+    done.store(true, Ordering::SeqCst);
+    let _ = watcher.await;
+    let v = violations.lock().unwrap().clone();
+    assert!(v.is_empty(), "invariants violated: {v:?}");
+    assert_eq!(node_names(&client).await, vec![pinned_node.clone()], "the survivor is the pinned pod's node");
+    let p = pool_api.get("spot-ng").await.unwrap();
+    assert!(p.status.as_ref().unwrap().last_scale_down_time.is_some());
+    let node_events: Api<Event> = Api::all(client.clone());
+    let scale_downs = node_events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some("ScaleDown")
+                && e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Node")
+        })
+        .count();
+    assert!(scale_downs >= 1, "ScaleDown events on nodes");
+    let guard_evictions = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("ScaleDown"))
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()).is_some_and(|n| n.starts_with("guard-")))
+        .count();
+    assert!(guard_evictions >= 1, "the PDB-guarded pods were drained through the Eviction API");
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), operator).await;
+    sim.shutdown().await;
+}
+
+async fn node_names(client: &kube::Client) -> Vec<String> {
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    nodes
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items.into_iter().filter_map(|n| n.metadata.name).collect())
+        .unwrap_or_default()
+}
+
+async fn node_count(client: &kube::Client) -> usize {
+    node_names(client).await.len()
+}
