@@ -265,3 +265,28 @@ fn deployment_is_hardened_and_highly_available() {
         .collect();
     assert!(ports.contains(&"webhook".to_string()) && ports.contains(&"http".to_string()), "{ports:?}");
 }
+
+/// The node engines protect the leader's node, which the Deployment passes through the
+/// downward API; the ClusterRole grants what the node shell uses and no more.
+#[test]
+fn node_shell_gets_its_node_name_and_exactly_its_verbs() {
+    let deployments: Vec<Deployment> = by_kind("Deployment");
+    let c = &deployments[0].spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
+    let env = c.env.as_deref().unwrap_or_default();
+    let node = env.iter().find(|e| e.name == "NODE_NAME").expect("NODE_NAME env");
+    let field = node.value_from.as_ref().and_then(|v| v.field_ref.as_ref()).map(|f| f.field_path.as_str());
+    assert_eq!(field, Some("spec.nodeName"));
+    let roles: Vec<ClusterRole> = by_kind("ClusterRole");
+    let rules: Vec<&PolicyRule> = roles.iter().flat_map(|r| r.rules.iter().flatten()).collect();
+    let verbs = |res: &str| -> Vec<String> {
+        let mut v: Vec<String> =
+            rules.iter().filter(|r| grants(r, res)).flat_map(|r| r.verbs.iter().cloned()).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    assert_eq!(verbs("nodes"), ["get", "list", "patch", "watch"]);
+    assert_eq!(verbs("poddisruptionbudgets"), ["list", "watch"]);
+    assert_eq!(verbs("daemonsets"), ["list", "watch"]);
+    assert_eq!(verbs("pods/eviction"), ["create"]);
+}
