@@ -16,13 +16,15 @@
 //! the caller as a [`omniscale_nodes::ProviderError`] whose variant says whether to retry, and
 //! whose text carries the AWS error code and message.
 //!
-//! Tested against a real `moto_server` (`tests/moto.rs`).
+//! Tested against a real `moto_server` (`tests/moto.rs`); [`moto`] starts one for any crate's
+//! tests.
 
 mod activities;
 mod client;
 mod discovery;
 mod errors;
 mod instance_types;
+pub mod moto;
 mod provider;
 
 pub use provider::{AwsProvider, Options};

@@ -2,21 +2,15 @@
 //! `AwsProvider` against a real `moto_server`: the AWS wire protocol, pagination, the instance
 //! type data and the write calls as moto implements them, not as we imagine them.
 //!
-//! The test binary starts one moto server on a free loopback port and shares it; every test
-//! uses its own group, template and cluster names, so they run in parallel. moto is found
-//! through `MOTO_SERVER`, then `$CARGO_TARGET_DIR/venv-moto/bin/moto_server` (what
-//! `scripts/test` installs), then `PATH`; without it the tests fail rather than skip.
+//! The test binary starts one moto server on a free loopback port (`omniscale_aws::moto`) and
+//! shares it; every test uses its own group, template and cluster names, so they run in
+//! parallel. moto is found through `MOTO_SERVER`, then `$CARGO_TARGET_DIR/venv-moto/bin/moto_server`
+//! (what `scripts/test` installs), then `PATH`; without it the tests fail rather than skip.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_autoscaling::config::Credentials;
+use aws_config::SdkConfig;
 use aws_sdk_autoscaling::types::{
     InstancesDistribution, LaunchTemplate, LaunchTemplateOverrides, LaunchTemplateSpecification, MixedInstancesPolicy,
     Tag,
@@ -29,126 +23,10 @@ const AMI: &str = "ami-12c6146b";
 const ZONE: &str = "us-east-1a";
 const CA_ENABLED: &str = "k8s.io/cluster-autoscaler/enabled";
 
-// ---------------------------------------------------------------------------------------------
-// The moto server
-// ---------------------------------------------------------------------------------------------
-
-/// Runs moto in the background and, through a pipe on fd 3, kills it as soon as this process
-/// goes away: the shared server lives in a `static`, whose `Drop` never runs, and the pipe's
-/// write end is closed by the OS on exit however the test binary ends. moto's log is kept only
-/// if moto dies by itself, for the failure message.
-const WRAPPER: &str = r#"exec 3<&0
-"$0" -H 127.0.0.1 -p "$1" </dev/null >"$2" 2>&1 &
-pid=$!
-{ cat <&3 >/dev/null; kill "$pid" 2>/dev/null; rm -f "$2"; } &
-wait "$pid""#;
-
-/// A running moto server; dropping it stops the server.
-struct Moto {
-    port: u16,
-    child: Child,
-    stdin: Option<ChildStdin>,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        // Closing the pipe makes the wrapper kill moto; killing the wrapper too is belt and braces.
-        drop(self.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn moto_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("MOTO_SERVER") {
-        let path = PathBuf::from(path);
-        assert!(path.is_file(), "MOTO_SERVER={} is not a file", path.display());
-        return path;
-    }
-    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
-        let path = PathBuf::from(dir).join("venv-moto/bin/moto_server");
-        if path.is_file() {
-            return path;
-        }
-    }
-    if let Some(paths) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&paths) {
-            let path = dir.join("moto_server");
-            if path.is_file() {
-                return path;
-            }
-        }
-    }
-    panic!(
-        "moto_server not found: set MOTO_SERVER, or run scripts/test (it installs moto into \
-         $CARGO_TARGET_DIR/venv-moto), or `pip install 'moto[server]'`"
-    );
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-    listener.local_addr().unwrap().port()
-}
-
-fn answers_http(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if stream.write_all(b"GET /moto-api/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
-        return false;
-    }
-    let mut head = [0u8; 5];
-    stream.read_exact(&mut head).is_ok() && &head == b"HTTP/"
-}
-
-fn start_moto() -> Moto {
-    let binary = moto_binary();
-    let port = free_port();
-    let log = std::env::temp_dir().join(format!("omniscale-aws-moto-{port}.log"));
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(WRAPPER)
-        .arg(&binary)
-        .arg(port.to_string())
-        .arg(&log)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-    let stdin = child.stdin.take();
-    let moto = Moto { port, child, stdin };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut moto = moto;
-    loop {
-        if answers_http(port) {
-            return moto;
-        }
-        if let Ok(Some(status)) = moto.child.try_wait() {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            panic!("{} exited ({status}) before answering:\n{text}", binary.display());
-        }
-        if Instant::now() > deadline {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            panic!("{} did not answer on port {port} within 20 s:\n{text}", binary.display());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-static MOTO: OnceLock<Moto> = OnceLock::new();
-
-/// The shared SDK configuration for the moto server (started on first use). Built per test:
-/// SDK clients hold connection pools tied to the runtime that made them.
+/// The shared SDK configuration for the process's moto server (started on first use). Built
+/// per test: SDK clients hold connection pools tied to the runtime that made them.
 async fn sdk() -> SdkConfig {
-    let port = MOTO.get_or_init(start_moto).port;
-    aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(format!("http://127.0.0.1:{port}"))
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "moto"))
-        .load()
-        .await
+    omniscale_aws::moto::server().unwrap_or_else(|e| panic!("{e}")).sdk_config().await
 }
 
 // ---------------------------------------------------------------------------------------------

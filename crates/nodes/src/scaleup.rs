@@ -62,8 +62,8 @@ pub fn scale_up(input: &Input, settings: &Settings, history: &History, now: Time
     add_upcoming(&mut snap, input);
     let opts = PackOptions { daemonsets: input.daemonsets.clone(), max_new_nodes: None };
     // 1. Pods that existing or upcoming nodes take.
-    let mut probe = snap.clone();
-    let fit = pack(&mut probe, &input.pending, &[], &opts);
+    // The placements stay: capacity they take is not there for the pods that need new nodes.
+    let fit = pack(&mut snap, &input.pending, &[], &opts);
     out.fits_existing = fit.existing.iter().map(|(p, _)| *p).collect();
     let mut remaining: Vec<PodId> = fit.unplaced.iter().map(|u| u.pod).collect();
     if remaining.is_empty() {

@@ -69,6 +69,24 @@ fn upcoming_nodes_count() {
     assert_eq!(plan.fits_existing.len(), 6);
 }
 
+/// A pending pod an upcoming node takes leaves that node's room to no one else: the next
+/// pending pod still gets a node of its own.
+#[test]
+fn upcoming_capacity_is_not_counted_twice() {
+    let w = World {
+        pools: vec![discovery_pool("ng", None)],
+        pods: vec![pod("default", "a", "1500m", "256Mi", None), pod("default", "b", "1500m", "256Mi", None)],
+        ..World::default()
+    };
+    let mut g = group("ng", 0, 10, 0, vec![t3_small()]);
+    g.desired = 1;
+    g.instances.push(instance("ng", 0, InstanceState::Pending));
+    let plan = decide(&build(w.objects(), vec![g], &[], None), &settings(), &History::default(), at(0));
+    assert_eq!(plan.fits_existing.len(), 1);
+    assert_eq!(plan.scale_up.len(), 1, "{plan:#?}");
+    assert_eq!((plan.scale_up[0].from, plan.scale_up[0].to), (1, 2));
+}
+
 /// A pod no group can take gets the reason per group.
 #[test]
 fn not_triggered_reasons() {

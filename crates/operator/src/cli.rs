@@ -181,15 +181,27 @@ pub struct SimArgs {
 pub struct PlanArgs {
     /// YAML or JSON files as `kubectl get -o yaml` writes them: Autoscalers, their target
     /// workloads, Pods, PodMetrics (many timestamps feed the vertical recommender) and
-    /// LimitRanges (one or many documents, or `kind: List`).
+    /// LimitRanges (one or many documents, or `kind: List`). For nodes: NodePools, Nodes,
+    /// PodDisruptionBudgets, DaemonSets, and the Auto Scaling Groups, either as what
+    /// `aws autoscaling describe-auto-scaling-groups` prints (`{"AutoScalingGroups": [...]}`) or
+    /// as plan-only `kind: AutoScalingGroup` documents (apiVersion omniscale.dev/v1alpha1; name,
+    /// minSize, maxSize, desiredCapacity, instanceTypes, availabilityZones, instances, tags).
+    /// Instance types are looked up in the shipped us-east-1 table.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
-    /// The time to decide at (RFC 3339); defaults to now.
+    /// The time to decide at (RFC 3339); defaults to now. Offline there is no memory of earlier
+    /// loops: nodes found unneeded count as unneeded since this time.
     #[arg(long)]
     pub now: Option<String>,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = PlanOutput::Table)]
     pub output: PlanOutput,
+    /// Expander chain for node scale-up, as `omniscale run --expander`.
+    #[arg(long, default_value = "least-waste", value_parser = parse_expanders)]
+    pub expander: Expanders,
+    /// Ceiling on the number of nodes in the cluster, as `omniscale run --max-nodes-total`.
+    #[arg(long)]
+    pub max_nodes_total: Option<u32>,
 }
 
 /// Output of `omniscale plan`.

@@ -13,11 +13,34 @@
 //! "explanation": [...], "updates": [{"pod", "action", "reason"}], "skipped": [...]},
 //! "errors": [...]}]}`. PodMetrics documents may repeat with many timestamps: all of them are
 //! the vertical recommender's history.
+//!
+//! Nodes: NodePools, Nodes, PodDisruptionBudgets, DaemonSets and the Auto Scaling Groups (as
+//! `aws autoscaling describe-auto-scaling-groups` prints them, or as plan-only `kind:
+//! AutoScalingGroup` documents; see [`nodes`]) go through the node engines of the operator's
+//! node loop, once, with no memory of earlier loops. The JSON adds `"nodePools": [{"name",
+//! "groups": [<group names>], "desired": {"now", "after"}, "ready", "min", "max",
+//! "nodeTemplates": [{"group", "allocatable": {"cpu", "memory", "pods", ...}, "taints"} |
+//! {"group", "error"}], "scaleUp": {"nodes": <nodes added over all groups>, "groups": [{"name",
+//! "from", "to", "pods": ["ns/name"]}]}, "scaleDown": {"nodes": [{"name", "group", "empty",
+//! "evict": ["ns/name"], "unneededSince", "removable", "waitingFor": <why not removed now, only
+//! when not removable>}], "blocked": [{"node", "reason"}], "utilized": [{"node",
+//! "utilization"}], "skipped": <why no scale-down was considered, when it was not>},
+//! "pendingPods": [{"pod", "triggered": true, "groups"} | {"pod", "triggered": false,
+//! "reason"}], "canScaleUp": {"status", "reason", "message"}}]` (one entry per Auto Scaling
+//! Group NodePool, in name order; `scaleDown.nodes` lists every unneeded node, removable now or
+//! waiting, and `canScaleUp` is the NodePool condition after the plan) and `"nodeWarnings":
+//! [...]` (input the engines could not use: groupless pools, pools without groups, nodes in no
+//! group, objects left out). `pendingPods` of a pool holds the pods its groups scale up for and
+//! every pod no group helps (the reason names each group tried).
+
+pub mod nodes;
 
 use crate::cli::{PlanArgs, PlanOutput};
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{LimitRange, Pod};
-use omniscale_api::Autoscaler;
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{LimitRange, Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use omniscale_api::{Autoscaler, NodePool};
 use omniscale_hpa::decide::{History, MetricOutcome};
 use omniscale_hpa::input::{self, Evaluation, Scale};
 use omniscale_metrics::types::{ExternalMetricValue, MetricValue, PodMetrics};
@@ -49,6 +72,14 @@ pub struct Inputs {
     /// External metrics series (ExternalMetricValueList items); they carry no namespace, so
     /// they answer every namespace's queries.
     pub external: Vec<ExternalMetricValue>,
+    pub nodes: Vec<Node>,
+    pub pdbs: Vec<PodDisruptionBudget>,
+    pub daemonsets: Vec<DaemonSet>,
+    pub node_pools: Vec<NodePool>,
+    /// Auto Scaling Groups, from AWS CLI output or plan-only `kind: AutoScalingGroup` documents.
+    pub groups: Vec<omniscale_nodes::NodeGroup>,
+    /// (kind, name) → where each NodePool and Auto Scaling Group was read, for duplicates.
+    pub sources: BTreeMap<(String, String), String>,
 }
 
 fn typed<T: serde::de::DeserializeOwned>(v: Value, at: &str) -> Result<T, PlanError> {
@@ -67,6 +98,10 @@ pub fn read(name: &str, text: &str, into: &mut Inputs) -> Result<(), PlanError> 
             .map_err(|e| PlanError(format!("{at}: not YAML or JSON: {e}")))?;
         let v: Value = serde_json::to_value(yaml).map_err(|e| PlanError(format!("{at}: {e}")))?;
         if v.is_null() {
+            continue;
+        }
+        if nodes::is_aws_output(&v) {
+            nodes::read_aws(v, &at, into)?;
             continue;
         }
         if let Some(kind @ ("MetricValueList" | "ExternalMetricValueList")) = v["kind"].as_str() {
@@ -110,17 +145,23 @@ fn classify(v: Value, at: &str, into: &mut Inputs) -> Result<(), PlanError> {
     let api = v["apiVersion"].as_str().unwrap_or_default().to_owned();
     let kind = v["kind"].as_str().unwrap_or_default().to_owned();
     let ns = v["metadata"]["namespace"].as_str().unwrap_or("default").to_owned();
-    let name = v["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-    let at = format!("{at} ({kind} {ns}/{name})");
+    let name = v["metadata"]["name"].as_str().or_else(|| v["name"].as_str()).unwrap_or_default().to_owned();
+    let cluster_scoped = matches!(kind.as_str(), "Node" | "NodePool" | nodes::GROUP_KIND);
+    let at = if cluster_scoped { format!("{at} ({kind} {name})") } else { format!("{at} ({kind} {ns}/{name})") };
     if kind.is_empty() || api.is_empty() {
         return Err(PlanError(format!("{at}: apiVersion and kind are required")));
     }
     match (api.split('/').next().unwrap_or_default(), kind.as_str()) {
         ("omniscale.dev", "Autoscaler") => into.autoscalers.push(typed(v, &at)?),
+        ("omniscale.dev", "NodePool") => nodes::add_pool(typed(v, &at)?, &at, into)?,
+        ("omniscale.dev", nodes::GROUP_KIND) => nodes::read_group(v, &at, into)?,
         ("apps", "Deployment" | "StatefulSet" | "ReplicaSet") => {
             into.workloads.insert((ns, kind, name), v);
         }
+        ("apps", "DaemonSet") => into.daemonsets.push(typed(v, &at)?),
         ("v1", "Pod") => into.pods.push(typed(v, &at)?),
+        ("v1", "Node") => into.nodes.push(typed(v, &at)?),
+        ("policy", "PodDisruptionBudget") => into.pdbs.push(typed(v, &at)?),
         ("v1", "LimitRange") => into.limit_ranges.push(typed(v, &at)?),
         ("metrics.k8s.io", "PodMetrics") => {
             let m: PodMetrics = typed(v, &at)?;
@@ -355,15 +396,25 @@ fn horizontal_json(e: &Evaluation<'_>) -> Value {
            "explanation": input::explain(e)})
 }
 
-/// Reads the files and plans every Autoscaler in them.
+/// Reads the files and plans every Autoscaler and NodePool in them, with the node engines'
+/// default settings.
 pub fn plan(files: &[std::path::PathBuf], now: Timestamp) -> Result<Value, PlanError> {
+    plan_with(files, now, &omniscale_nodes::input::Settings::default())
+}
+
+/// Reads the files and plans every Autoscaler and NodePool in them.
+pub fn plan_with(
+    files: &[std::path::PathBuf],
+    now: Timestamp,
+    settings: &omniscale_nodes::input::Settings,
+) -> Result<Value, PlanError> {
     let mut inputs = Inputs::default();
     for f in files {
         let text = std::fs::read_to_string(f).map_err(|e| PlanError(format!("{}: {e}", f.display())))?;
         read(&f.display().to_string(), &text, &mut inputs)?;
     }
-    if inputs.autoscalers.is_empty() {
-        return Err(PlanError("no Autoscaler (omniscale.dev) in the input".into()));
+    if inputs.autoscalers.is_empty() && inputs.node_pools.is_empty() {
+        return Err(PlanError("no Autoscaler or NodePool (omniscale.dev) in the input".into()));
     }
     let cache = fill(&inputs.autoscalers, &inputs);
     let pods = PodIndex::new(inputs.pods.iter().cloned().map(|mut p| {
@@ -371,11 +422,23 @@ pub fn plan(files: &[std::path::PathBuf], now: Timestamp) -> Result<Value, PlanE
         Arc::new(p)
     }));
     let autoscalers: Vec<Value> = inputs.autoscalers.iter().map(|a| plan_one(a, &inputs, &pods, &cache, now)).collect();
-    Ok(json!({"now": now.to_string(), "autoscalers": autoscalers}))
+    let (node_pools, warnings) = nodes::plan_nodes(&inputs, settings, now);
+    Ok(json!({"now": now.to_string(), "autoscalers": autoscalers, "nodePools": node_pools, "nodeWarnings": warnings}))
+}
+
+/// One line per Autoscaler, then the NodePools (one line each, then pods, nodes and notes).
+pub fn table(plan: &Value) -> String {
+    let autoscalers = plan["autoscalers"].as_array().is_some_and(|a| !a.is_empty());
+    let node_part = nodes::table(plan);
+    match (autoscalers, node_part.is_empty()) {
+        (true, true) => autoscaler_table(plan),
+        (true, false) => format!("{}\n\n{node_part}", autoscaler_table(plan)),
+        (false, _) => node_part,
+    }
 }
 
 /// One line per Autoscaler.
-pub fn table(plan: &Value) -> String {
+fn autoscaler_table(plan: &Value) -> String {
     let mut rows = vec![["NAMESPACE", "NAME", "TARGET", "CURRENT", "DESIRED", "WHY"].map(str::to_owned)];
     for a in plan["autoscalers"].as_array().into_iter().flatten() {
         let h = &a["horizontal"];
@@ -474,7 +537,12 @@ pub fn run(args: &PlanArgs) -> Result<String, PlanError> {
             .map_err(|e| PlanError(format!("--now {s:?}: {e} (RFC 3339, e.g. 2026-01-01T12:00:00Z)")))?,
         None => Timestamp::now(),
     };
-    let plan = plan(&args.files, now)?;
+    let settings = omniscale_nodes::input::Settings {
+        expanders: args.expander.0.clone(),
+        max_nodes_total: args.max_nodes_total,
+        ..omniscale_nodes::input::Settings::default()
+    };
+    let plan = plan_with(&args.files, now, &settings)?;
     Ok(match args.output {
         PlanOutput::Json => serde_json::to_string_pretty(&plan).unwrap_or_default(),
         PlanOutput::Table => table(&plan),
