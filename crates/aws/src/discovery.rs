@@ -114,24 +114,6 @@ async fn describe_pages(
     }
 }
 
-/// Where an instance is, from the Auto Scaling lifecycle state.
-///
-/// Standby and root-volume replacement keep the instance (and its capacity); anything leaving
-/// the group, or parked in a warm pool, is `Terminating` so it is neither counted nor acted on.
-/// A state this code does not know yet counts as `Pending`: capacity, but not yet a node.
-pub(crate) fn instance_state(lifecycle: &str) -> InstanceState {
-    const LEAVING: &[&str] = &["Terminat", "Detach", "Warmed"];
-    const HOLDING: &[&str] = &["InService", "Standby", "EnteringStandby", "Quarantined", "RootVolumeReplaced"];
-    if LEAVING.iter().any(|p| lifecycle.starts_with(p)) {
-        InstanceState::Terminating
-    } else if HOLDING.contains(&lifecycle) || lifecycle.starts_with("ReplacingRootVolume") {
-        InstanceState::Running
-    } else {
-        // `Pending`, `Pending:Wait`, `Pending:Proceed`, and states newer than this code.
-        InstanceState::Pending
-    }
-}
-
 fn non_negative(v: Option<i32>) -> u32 {
     v.and_then(|v| u32::try_from(v).ok()).unwrap_or(0)
 }
@@ -147,7 +129,7 @@ pub(crate) fn node_group(group: &AutoScalingGroup) -> NodeGroup {
                 id: i.instance_id()?.to_owned(),
                 zone: i.availability_zone().unwrap_or_default().to_owned(),
                 instance_type: i.instance_type().map(str::to_owned),
-                state: instance_state(i.lifecycle_state().map(|s| s.as_str()).unwrap_or_default()),
+                state: InstanceState::from_lifecycle(i.lifecycle_state().map(|s| s.as_str()).unwrap_or_default()),
             })
         })
         .collect();
@@ -167,29 +149,6 @@ pub(crate) fn node_group(group: &AutoScalingGroup) -> NodeGroup {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lifecycle_states_map_like_cluster_autoscaler() {
-        for s in ["Pending", "Pending:Wait", "Pending:Proceed"] {
-            assert_eq!(instance_state(s), InstanceState::Pending, "{s}");
-        }
-        for s in ["InService", "Standby", "EnteringStandby"] {
-            assert_eq!(instance_state(s), InstanceState::Running, "{s}");
-        }
-        for s in [
-            "Terminating",
-            "Terminating:Wait",
-            "Terminating:Proceed",
-            "Terminated",
-            "Detaching",
-            "Detached",
-            "Warmed:Pending",
-            "Warmed:Running",
-            "Warmed:Stopped",
-        ] {
-            assert_eq!(instance_state(s), InstanceState::Terminating, "{s}");
-        }
-    }
 
     #[test]
     fn valueless_keys_share_one_filter_and_values_get_their_own() {

@@ -23,6 +23,10 @@ use crate::expander::Expander;
 use crate::provider::{GroupSource, NodeGroup};
 use crate::template::{GroupTemplate, group_template};
 
+/// Cluster Autoscaler's `--expendable-pods-priority-cutoff` default: pods below this priority
+/// never trigger a scale-up.
+pub const EXPENDABLE_PRIORITY_CUTOFF: i32 = -10;
+
 /// Annotation that keeps a node from being removed (Cluster Autoscaler's).
 pub const SCALE_DOWN_DISABLED: &str = "cluster-autoscaler.kubernetes.io/scale-down-disabled";
 
@@ -42,8 +46,6 @@ pub struct Settings {
     pub max_drain_parallelism: usize,
     /// `--scale-down-delay-after-failure` (3m).
     pub scale_down_delay_after_failure: SignedDuration,
-    /// `--expendable-pods-priority-cutoff` (-10): lower-priority pods never trigger scale-up.
-    pub expendable_priority_cutoff: i32,
 }
 
 impl Default for Settings {
@@ -55,7 +57,6 @@ impl Default for Settings {
             max_empty_bulk_delete: 10,
             max_drain_parallelism: 1,
             scale_down_delay_after_failure: SignedDuration::from_mins(3),
-            expendable_priority_cutoff: -10,
         }
     }
 }
@@ -168,8 +169,6 @@ pub struct Group {
     pub template: Result<GroupTemplate, String>,
     /// The group's ready nodes in the snapshot, with their instance ids.
     pub nodes: Vec<(NodeId, String)>,
-    /// Instances that registered a Node object, ready or not.
-    pub registered: u32,
 }
 
 impl Group {
@@ -253,16 +252,12 @@ pub fn build(objects: Objects<'_>, groups: Vec<NodeGroup>, protected: &[String],
     let by_instance: HashMap<&str, usize> =
         groups.iter().enumerate().flat_map(|(gi, g)| g.instances.iter().map(move |i| (i.id.as_str(), gi))).collect();
     let mut node_objects: Vec<(usize, &core::Node)> = Vec::new();
-    let mut registered = vec![0u32; groups.len()];
     let mut ready_of: Vec<Vec<(NodeId, String)>> = vec![Vec::new(); groups.len()];
     let mut node_group = HashMap::new();
     for n in objects.nodes {
         let name = n.metadata.name.clone().unwrap_or_default();
         let provider = n.spec.as_ref().and_then(|s| s.provider_id.as_deref()).and_then(instance_id);
         let gi = provider.and_then(|id| by_instance.get(id).copied());
-        if let Some(gi) = gi {
-            registered[gi] += 1;
-        }
         if !node_ready(n) {
             continue;
         }
@@ -313,7 +308,7 @@ pub fn build(objects: Objects<'_>, groups: Vec<NodeGroup>, protected: &[String],
             continue;
         }
         let priority = p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
-        if priority < Settings::default().expendable_priority_cutoff {
+        if priority < EXPENDABLE_PRIORITY_CUTOFF {
             continue;
         }
         match snap.add_pod_object(p, None) {
@@ -340,13 +335,7 @@ pub fn build(objects: Objects<'_>, groups: Vec<NodeGroup>, protected: &[String],
         let pool_template = specs.get(pools[pool].name.as_str()).and_then(|p| p.spec.template.as_ref());
         let template = group_template(&g, &live, pool_template, region, &mut snap.syms);
         index_of[gi] = out_groups.len();
-        out_groups.push(Group {
-            group: g,
-            pool,
-            template,
-            nodes: std::mem::take(&mut ready_of[gi]),
-            registered: registered[gi],
-        });
+        out_groups.push(Group { group: g, pool, template, nodes: std::mem::take(&mut ready_of[gi]) });
     }
     let node_group = node_group
         .into_iter()

@@ -55,6 +55,27 @@ pub enum InstanceState {
     Terminating,
 }
 
+impl InstanceState {
+    /// Where an instance is, from its Auto Scaling lifecycle state (`LifecycleState`), for every
+    /// reader of Auto Scaling's answers (the AWS provider, `omniscale plan`'s AWS CLI input).
+    ///
+    /// Standby and root-volume replacement keep the instance (and its capacity); anything leaving
+    /// the group, or parked in a warm pool, is `Terminating` so it is neither counted nor acted
+    /// on. A state this code does not know yet counts as `Pending`: capacity, but not yet a node.
+    pub fn from_lifecycle(lifecycle: &str) -> Self {
+        const LEAVING: &[&str] = &["Terminat", "Detach", "Warmed"];
+        const HOLDING: &[&str] = &["InService", "Standby", "EnteringStandby", "Quarantined", "RootVolumeReplaced"];
+        if LEAVING.iter().any(|p| lifecycle.starts_with(p)) {
+            InstanceState::Terminating
+        } else if HOLDING.contains(&lifecycle) || lifecycle.starts_with("ReplacingRootVolume") {
+            InstanceState::Running
+        } else {
+            // `Pending`, `Pending:Wait`, `Pending:Proceed`, and states newer than this code.
+            InstanceState::Pending
+        }
+    }
+}
+
 /// One member of a group.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Instance {
@@ -182,6 +203,29 @@ mod tests {
         let named = GroupSource::Name("spot-ng".into());
         assert!(named.selects("spot-ng", &BTreeMap::new()));
         assert!(!named.selects("spot-ng-2", &BTreeMap::new()));
+    }
+
+    #[test]
+    fn lifecycle_states_map_like_cluster_autoscaler() {
+        for s in ["Pending", "Pending:Wait", "Pending:Proceed"] {
+            assert_eq!(InstanceState::from_lifecycle(s), InstanceState::Pending, "{s}");
+        }
+        for s in ["InService", "Standby", "EnteringStandby"] {
+            assert_eq!(InstanceState::from_lifecycle(s), InstanceState::Running, "{s}");
+        }
+        for s in [
+            "Terminating",
+            "Terminating:Wait",
+            "Terminating:Proceed",
+            "Terminated",
+            "Detaching",
+            "Detached",
+            "Warmed:Pending",
+            "Warmed:Running",
+            "Warmed:Stopped",
+        ] {
+            assert_eq!(InstanceState::from_lifecycle(s), InstanceState::Terminating, "{s}");
+        }
     }
 
     #[test]

@@ -24,6 +24,7 @@ use crate::expander::{self, Candidate};
 use crate::history::History;
 use crate::input::{Input, Settings};
 use crate::prices;
+use crate::template::GroupTemplate;
 
 /// The scale-up decided in one loop.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -161,24 +162,26 @@ fn headroom(
     // The pool's limits count every group of the pool at its target.
     let members: Vec<usize> = (0..input.groups.len()).filter(|&i| input.groups[i].pool == g.pool).collect();
     let pool_nodes: i64 = members.iter().map(|&i| i64::from(input.groups[i].group.desired + added[i])).sum();
-    let per_node = |i: usize| input.groups[i].template.as_ref().map(|t| (t.capacity_cpu, t.capacity_memory));
     if let Some(max) = pool.limits.nodes {
         room = room.min(i64::from(max) - pool_nodes);
         if room <= 0 {
             return Err(format!("NodePool {} limit of {max} nodes reached", pool.name));
         }
     }
-    for (limit, name, pick) in [(pool.limits.cpu, "cpu", 0usize), (pool.limits.memory, "memory", 1usize)] {
+    // cpu and memory limits count capacity: a resource of one node of group `i`.
+    type PerNode = fn(&GroupTemplate) -> i64;
+    let resources: [(Option<i64>, &str, PerNode); 2] =
+        [(pool.limits.cpu, "cpu", |t| t.capacity_cpu), (pool.limits.memory, "memory", |t| t.capacity_memory)];
+    for (limit, name, of) in resources {
         let Some(limit) = limit else { continue };
         let used: i64 = members
             .iter()
             .map(|&i| {
-                let (c, m) = per_node(i).unwrap_or((0, 0));
-                i64::from(input.groups[i].group.desired + added[i]) * if pick == 0 { c } else { m }
+                let one = input.groups[i].template.as_ref().map_or(0, of);
+                i64::from(input.groups[i].group.desired + added[i]) * one
             })
             .sum();
-        let one = if pick == 0 { t.capacity_cpu } else { t.capacity_memory }.max(1);
-        room = room.min((limit - used) / one);
+        room = room.min((limit - used) / of(t).max(1));
         if room <= 0 {
             return Err(format!("NodePool {} {name} limit reached", pool.name));
         }

@@ -51,6 +51,23 @@ fn mixed_group_sized_by_smallest_type_and_capped_by_limit() {
     assert!(plan.not_triggered[0].1.contains("limit of 5 nodes"), "{:?}", plan.not_triggered);
 }
 
+/// NodePool cpu and memory limits count the nodes' capacity: 5 cpu allows two more 2-vCPU
+/// nodes; 5Gi allows two more 2Gi nodes.
+#[test]
+fn pool_cpu_and_memory_limits() {
+    for limits in [serde_json::json!({"cpu": "5"}), serde_json::json!({"memory": "5Gi"})] {
+        let spec = serde_json::json!({"autoScalingGroup": {"discovery": {"clusterName": "demo"}}, "limits": limits});
+        let mut w = World { pools: vec![pool("ng", spec)], ..World::default() };
+        for i in 0..9 {
+            w.pods.push(pod("default", &format!("p{i}"), "1500m", "256Mi", None));
+        }
+        let input = build(w.objects(), vec![group("ng", 0, 10, 0, vec![t3_small()])], &[], None);
+        let plan = decide(&input, &settings(), &History::default(), at(0));
+        assert_eq!(plan.scale_up[0].to, 2, "{limits}: {plan:#?}");
+        assert!(plan.not_triggered[0].1.contains("limit reached"), "{:?}", plan.not_triggered);
+    }
+}
+
 /// Upcoming nodes (desired capacity not ready yet) absorb pending pods: no second scale-up.
 #[test]
 fn upcoming_nodes_count() {

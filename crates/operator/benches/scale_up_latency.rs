@@ -10,11 +10,13 @@
 //! Trials are 400 ms apart (sequential, so each measures one decision). Prints one JSON line.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use clap::Parser;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use omniscale_api::NodePool;
@@ -44,14 +46,7 @@ async fn main() {
     let mut world = World::default();
     world.cloud = Some(cloud);
     let sim = runtime::start(SimOptions { speed: 1.0, ..SimOptions::default() }, world).await.unwrap();
-    let client = kube::Client::try_from(kube::Config::new(sim.url.parse().unwrap())).unwrap();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for doc in serde_yaml::Deserializer::from_str(&omniscale_api::render_crds_yaml().unwrap()) {
-        let crd: CustomResourceDefinition = serde::Deserialize::deserialize(doc).unwrap();
-        crds.create(&PostParams::default(), &crd).await.unwrap();
-    }
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "omniscale-system"}})).unwrap();
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+    let client = support::prepared_client(&sim).await;
     let pool: NodePool = serde_json::from_value(json!({
         "apiVersion": "omniscale.dev/v1alpha1", "kind": "NodePool", "metadata": {"name": "bench"},
         "spec": {"autoScalingGroup": {"discovery": {"clusterName": "bench"}}}

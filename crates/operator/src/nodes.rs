@@ -16,7 +16,7 @@
 //! Under `--dry-run` the plan is computed and reported but nothing is changed.
 
 mod actuate;
-mod status;
+pub(crate) mod status;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

@@ -2,11 +2,11 @@
 //! The horizontal shell against the simulated cluster: `mode: Recommend` publishes without
 //! scaling, `Auto` scales, and the decision history is persisted in status.
 
+mod support;
+
 use clap::Parser;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use omniscale_api::Autoscaler;
 use omniscale_operator::cli::{Cli, Command};
@@ -61,14 +61,7 @@ async fn setup(mode: &str, dry_run: bool, metrics: serde_json::Value, tag: &str)
         )]),
     }];
     let sim = runtime::start(SimOptions { speed: 60.0, ..SimOptions::default() }, world).await.unwrap();
-    let client = kube::Client::try_from(kube::Config::new(sim.url.parse().unwrap())).unwrap();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for doc in serde_yaml::Deserializer::from_str(&omniscale_api::render_crds_yaml().unwrap()) {
-        let crd: CustomResourceDefinition = serde::Deserialize::deserialize(doc).unwrap();
-        crds.create(&PostParams::default(), &crd).await.unwrap();
-    }
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "omniscale-system"}})).unwrap();
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+    let client = support::prepared_client(&sim).await;
     let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
     let d: Deployment = serde_json::from_value(json!({"metadata": {"name": "web"},
         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},

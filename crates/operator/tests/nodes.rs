@@ -5,12 +5,13 @@
 //! Eviction API and a `safe-to-evict: "false"` pod whose node is never removed. The invariants
 //! are checked continuously by a watcher task, not only at the end.
 
+mod support;
+
 use clap::Parser;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use omniscale_api::NodePool;
 use omniscale_operator::cli::{Cli, Command};
@@ -73,14 +74,7 @@ async fn nginx_walkthrough_scales_up_and_back_with_safe_drains() {
     world.cloud = sc.build_cloud(0.0).unwrap();
     world.asgs = sc.cloud.as_ref().map(|c| c.auto_scaling_groups.clone()).unwrap();
     let sim = runtime::start(SimOptions { speed: 60.0, ..SimOptions::default() }, world).await.unwrap();
-    let client = kube::Client::try_from(kube::Config::new(sim.url.parse().unwrap())).unwrap();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for doc in serde_yaml::Deserializer::from_str(&omniscale_api::render_crds_yaml().unwrap()) {
-        let crd: CustomResourceDefinition = serde::Deserialize::deserialize(doc).unwrap();
-        crds.create(&PostParams::default(), &crd).await.unwrap();
-    }
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "omniscale-system"}})).unwrap();
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+    let client = support::prepared_client(&sim).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
 

@@ -11,6 +11,8 @@
 //! per test binary. This binary's one test owns the `demo` cluster's discovery tags on it: a test
 //! added here must use other tag and group names.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -20,9 +22,8 @@ use aws_sdk_autoscaling::types::{LaunchTemplateSpecification, LifecycleState, Ta
 use aws_sdk_ec2::types::{InstanceType, RequestLaunchTemplateData};
 use clap::Parser;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use omniscale_api::NodePool;
 use omniscale_aws::{AwsProvider, Options};
@@ -302,15 +303,8 @@ async fn create_group(asg: &aws_sdk_autoscaling::Client, ec2: &aws_sdk_ec2::Clie
     call.send().await.unwrap();
 }
 
-/// CRDs, the operator's namespace, and the walkthrough's NodePool (unchanged).
+/// The walkthrough's NodePool (unchanged).
 async fn install(client: &kube::Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for doc in serde_yaml::Deserializer::from_str(&omniscale_api::render_crds_yaml().unwrap()) {
-        let crd: CustomResourceDefinition = serde::Deserialize::deserialize(doc).unwrap();
-        crds.create(&PostParams::default(), &crd).await.unwrap();
-    }
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "omniscale-system"}})).unwrap();
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
     let pool: NodePool = serde_yaml::from_str(&example("nodepool.yaml")).unwrap();
     let spec = pool.spec.auto_scaling_group.as_ref().unwrap();
     assert_eq!(spec.discovery.as_ref().map(|d| d.cluster_name.as_str()), Some(CLUSTER), "the example's cluster");
@@ -365,7 +359,7 @@ async fn the_same_operator_against_moto_changes_desired_capacity_the_same_way() 
 
     // The simulated cluster: no nodes, no simulated cloud.
     let sim = runtime::start(SimOptions { speed: SPEED, ..SimOptions::default() }, World::default()).await.unwrap();
-    let client = kube::Client::try_from(kube::Config::new(sim.url.parse().unwrap())).unwrap();
+    let client = support::prepared_client(&sim).await;
     install(&client).await;
     let nodes: Api<Node> = Api::all(client.clone());
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");

@@ -3,10 +3,11 @@
 //! is upstream's exactly, it is applied by resizing the running pods in place, and the
 //! recommender's history survives an operator restart through the status checkpoints.
 
+mod support;
+
 use clap::Parser;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use omniscale_api::Autoscaler;
 use omniscale_operator::cli::{Cli, Command};
@@ -75,14 +76,7 @@ async fn hamster(update_mode: &str) -> (runtime::Running, kube::Client) {
         )]),
     }];
     let sim = runtime::start(SimOptions { speed: 60.0, ..SimOptions::default() }, world).await.unwrap();
-    let client = kube::Client::try_from(kube::Config::new(sim.url.parse().unwrap())).unwrap();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for doc in serde_yaml::Deserializer::from_str(&omniscale_api::render_crds_yaml().unwrap()) {
-        let crd: CustomResourceDefinition = serde::Deserialize::deserialize(doc).unwrap();
-        crds.create(&PostParams::default(), &crd).await.unwrap();
-    }
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "omniscale-system"}})).unwrap();
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+    let client = support::prepared_client(&sim).await;
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hamster");
     let d: Deployment = serde_yaml::from_str(&std::fs::read_to_string(dir.join("deployment.yaml")).unwrap()).unwrap();
     Api::<Deployment>::namespaced(client.clone(), "default").create(&PostParams::default(), &d).await.unwrap();

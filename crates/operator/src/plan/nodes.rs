@@ -194,7 +194,7 @@ pub fn read_aws(v: Value, at: &str, into: &mut Inputs) -> Result<(), PlanError> 
                     id: i.instance_id,
                     zone: i.availability_zone,
                     instance_type: i.instance_type,
-                    state: instance_state(&i.lifecycle_state),
+                    state: InstanceState::from_lifecycle(&i.lifecycle_state),
                 })
                 .collect(),
             instance_types: types,
@@ -245,7 +245,7 @@ pub fn read_group(v: Value, at: &str, into: &mut Inputs) -> Result<(), PlanError
                 id: i.instance_id,
                 zone: i.availability_zone,
                 instance_type: i.instance_type,
-                state: instance_state(&i.lifecycle_state),
+                state: InstanceState::from_lifecycle(&i.lifecycle_state),
             })
             .collect(),
         instance_types: types,
@@ -313,19 +313,6 @@ pub fn add_pool(p: NodePool, at: &str, into: &mut Inputs) -> Result<(), PlanErro
     into.sources.insert(("NodePool".to_owned(), name), at.to_owned());
     into.node_pools.push(p);
     Ok(())
-}
-
-/// Where an instance is, from its Auto Scaling lifecycle state (as the AWS provider maps it).
-fn instance_state(lifecycle: &str) -> InstanceState {
-    const LEAVING: &[&str] = &["Terminat", "Detach", "Warmed"];
-    const HOLDING: &[&str] = &["InService", "Standby", "EnteringStandby", "Quarantined", "RootVolumeReplaced"];
-    if LEAVING.iter().any(|p| lifecycle.starts_with(p)) {
-        InstanceState::Terminating
-    } else if HOLDING.contains(&lifecycle) || lifecycle.starts_with("ReplacingRootVolume") {
-        InstanceState::Running
-    } else {
-        InstanceState::Pending
-    }
 }
 
 /// Plans the Auto Scaling Group NodePools: their JSON entries and warnings about the input.
@@ -422,25 +409,6 @@ fn bytes(b: i64) -> String {
     } else {
         b.to_string()
     }
-}
-
-/// `CanScaleUp` as the operator's node loop writes it on the NodePool: (status, reason, message).
-fn can_scale_up(s: &PoolSummary) -> (&'static str, &'static str, String) {
-    if s.groups.is_empty() {
-        return ("False", "NoGroupsFound", "no Auto Scaling Group matches the pool's name or discovery tags".into());
-    }
-    if !s.template_errors.is_empty() {
-        return ("False", "TemplateError", s.template_errors.join("; "));
-    }
-    if !s.backoff.is_empty() && s.backoff.len() == s.groups.len() {
-        let (g, until, why) = &s.backoff[0];
-        return ("False", "BackedOff", format!("group {g} backed off until {until}: {why}"));
-    }
-    if let Some(why) = &s.cannot_grow {
-        let reason = if why.contains("limit") { "LimitReached" } else { "AtMaximum" };
-        return ("False", reason, why.clone());
-    }
-    ("True", "Headroom", format!("{} of at most {} nodes desired", s.desired, s.max))
 }
 
 fn pool_json(pi: usize, s: &PoolSummary, input: &Input, plan: &Plan) -> Value {
@@ -553,7 +521,7 @@ fn pool_json(pi: usize, s: &PoolSummary, input: &Input, plan: &Plan) -> Value {
             Err(e) => json!({"group": g.group.name, "error": e}),
         })
         .collect();
-    let (status, reason, message) = can_scale_up(s);
+    let (status, reason, message) = crate::nodes::status::can_scale_up(s);
     json!({
         "name": s.name,
         "groups": s.groups,
