@@ -142,10 +142,13 @@ async fn recommend_publishes_without_scaling_then_auto_scales() {
         list.items.iter().any(|e| e.reason.as_deref() == Some("SuccessfulRescale"))
     })
     .await;
-    let a = autoscalers.get("web").await.unwrap();
-    let h = a.status.unwrap().horizontal.unwrap();
-    assert!(h.last_scale_time.is_some());
-    assert!(!h.history.unwrap().recommendations.is_empty());
+    // The status patch of the cycle that rescaled may land after its Event.
+    eventually("status with the rescale and its history", || async {
+        let a = autoscalers.get("web").await.unwrap();
+        let h = a.status.unwrap().horizontal.unwrap();
+        h.last_scale_time.is_some() && h.history.is_some_and(|h| !h.recommendations.is_empty())
+    })
+    .await;
 
     t.finish().await;
 }
