@@ -2,7 +2,7 @@
 //! `cargo xtask check` fails when the committed file has drifted from them; `cargo xtask bench
 //! cluster [FILTER]` runs the scheduling benchmarks, `cargo xtask bench hpa [FILTER]` the
 //! horizontal sync-cycle benchmark, `cargo xtask bench vpa [FILTER]` the vertical recommender
-//! round, `cargo xtask bench nodes` the node shell's scale-up decision latency and `cargo xtask bench webhook [FILTER]` the admission
+//! round, `cargo xtask bench nodes` the node shell's scale-up decision latency, `cargo xtask bench nodes-engine [FILTER]` one node-engine loop at 1,000 nodes, and `cargo xtask bench webhook [FILTER]` the admission
 //! webhook's HTTPS latency (release builds), one JSON object per line.
 
 use std::{path::PathBuf, process::ExitCode};
@@ -23,8 +23,9 @@ fn bench(args: &[String]) -> ExitCode {
         Some("webhook") => ("omniscale-operator", "webhook"),
         Some("vpa") => ("omniscale-vpa", "ingest"),
         Some("nodes") => ("omniscale-operator", "scale_up_latency"),
+        Some("nodes-engine") => ("omniscale-nodes", "decide"),
         _ => {
-            eprintln!("usage: cargo xtask bench <cluster|hpa|vpa|webhook|nodes> [FILTER]");
+            eprintln!("usage: cargo xtask bench <cluster|hpa|vpa|webhook|nodes|nodes-engine> [FILTER]");
             return ExitCode::from(2);
         }
     };
@@ -80,7 +81,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <crds|check|bench>\n  crds   regenerate {CRD_FILE}\n  check  fail if {CRD_FILE} has drifted\n  bench cluster [FILTER]  scheduling benchmarks (JSON lines)\n  bench hpa [FILTER]      horizontal sync cycle, 10,000 Autoscalers (JSON lines)\n  bench vpa [FILTER]      vertical recommender round, 100,000 containers (JSON lines)\n  bench webhook [FILTER]  admission webhook HTTPS latency, 500 requests/s (JSON lines)\n  bench nodes             unschedulable pod to SetDesiredCapacity latency on the simulated cluster (JSON line)"
+                "usage: cargo xtask <crds|check|bench>\n  crds   regenerate {CRD_FILE}\n  check  fail if {CRD_FILE} has drifted\n  bench cluster [FILTER]  scheduling benchmarks (JSON lines)\n  bench hpa [FILTER]      horizontal sync cycle, 10,000 Autoscalers (JSON lines)\n  bench vpa [FILTER]      vertical recommender round, 100,000 containers (JSON lines)\n  bench webhook [FILTER]  admission webhook HTTPS latency, 500 requests/s (JSON lines)\n  bench nodes             unschedulable pod to SetDesiredCapacity latency on the simulated cluster (JSON line)\n  bench nodes-engine [FILTER]  one Auto Scaling Group engine loop at 1,000 nodes and 30,000 pods (JSON lines)"
             );
             ExitCode::from(2)
         }

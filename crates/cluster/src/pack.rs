@@ -196,8 +196,16 @@ struct Packer<'a> {
     zone_groups: Vec<u32>,
     /// Where the last pod went: (class, level, node).
     last: Option<(ClassId, usize, NodeId)>,
+    /// The class the last pod that found no place belonged to, and why, until anything is
+    /// placed: the plan has not changed since, so another pod of the class fares the same (and
+    /// `explain`, which checks every node, runs once per class rather than once per pod).
+    last_failed: Option<(ClassId, String)>,
     /// Some template has limited headroom (`max_new`).
     any_limited: bool,
+    /// The allocatable of a node not yet sized: unbounded in every resource some option offers,
+    /// extended resources included (what a claim may really hold is checked against its
+    /// options' capacities).
+    unbounded: Resources,
     out: Packing,
 }
 
@@ -238,6 +246,14 @@ impl<'a> Packer<'a> {
                 b.zone,
             ))
         });
+        const HUGE: i64 = i64::MAX / 4;
+        let mut unbounded = Resources { cpu: HUGE, memory: HUGE, pods: HUGE, ephemeral: HUGE, ext: vec![] };
+        for o in &options {
+            unbounded.max(&Resources {
+                ext: o.capacity.ext.iter().map(|&(s, _)| (s, HUGE)).collect(),
+                ..Resources::default()
+            });
+        }
         let mut zone_masks: HashMap<Sym, Bits> = HashMap::new();
         for (i, o) in options.iter().enumerate() {
             zone_masks.entry(o.zone).or_insert_with(|| Bits::empty(options.len())).set(i);
@@ -279,7 +295,9 @@ impl<'a> Packer<'a> {
             max_new: opts.max_new_nodes,
             zone_groups,
             last: None,
+            last_failed: None,
             any_limited: templates.iter().any(|t| t.max_new.is_some()),
+            unbounded,
             out: Packing::default(),
         }
     }
@@ -350,6 +368,12 @@ impl<'a> Packer<'a> {
     }
 
     fn place(&mut self, pod: PodId, class: ClassId) {
+        if let Some((c, reason)) = &self.last_failed {
+            if *c == class {
+                self.out.unplaced.push(Unplaced { pod, reason: reason.clone() });
+                return;
+            }
+        }
         let start = self.level.get(&class).copied().unwrap_or(0);
         let levels = self.snap.levels(class);
         for level in start..levels {
@@ -361,6 +385,7 @@ impl<'a> Packer<'a> {
             }
         }
         let reason = self.explain(class, levels - 1);
+        self.last_failed = Some((class, reason.clone()));
         self.out.unplaced.push(Unplaced { pod, reason });
     }
 
@@ -537,13 +562,7 @@ impl<'a> Packer<'a> {
         if let Some(z) = zone {
             labels.set(self.snap.zone_key, z);
         }
-        let big = Resources {
-            cpu: i64::MAX / 4,
-            memory: i64::MAX / 4,
-            pods: i64::MAX / 4,
-            ephemeral: i64::MAX / 4,
-            ext: vec![],
-        };
+        let big = self.unbounded.clone();
         // The dynamic predicates on the empty node first (host ports, spread, affinity).
         let mut probe_labels = labels.clone();
         let name_sym = self.snap.syms.intern(&name);
@@ -584,6 +603,7 @@ impl<'a> Packer<'a> {
         let class = self.snap.pods[pod as usize].class;
         let level = self.level.get(&class).copied().unwrap_or(0);
         self.last = Some((class, level, node));
+        self.last_failed = None;
         self.snap.place(pod, node);
         match self.claim_of.get(node as usize).copied().flatten() {
             Some(ci) => {

@@ -291,3 +291,27 @@ fn drain_is_cumulative_across_candidates() {
     }
     assert_eq!(snap.nodes[1].pods.len(), 2, "the blocked candidate keeps its pods");
 }
+
+/// Extended resources are sized like cpu: a GPU pod opens a node only on an option that offers
+/// GPUs, several share one when it offers enough, and a pod asking for more than any offers is
+/// unplaced with the resource named.
+#[test]
+fn extended_resources_open_new_nodes_only_where_offered() {
+    let mut snap = Snapshot::new();
+    let gpu = snap.syms.intern("nvidia.com/gpu");
+    let mut one = template("gpu-1", 4, 1.0, &["a"]);
+    one.allocatable.ext = vec![(gpu, 1)];
+    let mut four = template("gpu-4", 16, 3.0, &["a"]);
+    four.allocatable.ext = vec![(gpu, 4)];
+    let plain = template("cpu-only", 64, 0.5, &["a"]);
+    let wants = |n: &str| {
+        json!({"spec": {"containers": [{"name": "c", "image": "i",
+        "resources": {"requests": {"cpu": "1", "nvidia.com/gpu": n}, "limits": {"nvidia.com/gpu": n}}}]}})
+    };
+    let mut pods = pending(&mut snap, 4, "1", wants("1"));
+    pods.push(snap.add_pod_object(&pod("greedy", "1", wants("5")), None).unwrap());
+    let plan = pack(&mut snap, &pods, &[one, four, plain], &PackOptions::default());
+    assert_eq!(plan.per_template(), vec![(1, 1, 4)], "four one-GPU pods share one four-GPU node");
+    assert_eq!(plan.unplaced.len(), 1);
+    assert!(plan.unplaced[0].reason.contains("Insufficient nvidia.com/gpu"), "{}", plan.unplaced[0].reason);
+}

@@ -322,3 +322,37 @@ fn utilization_threshold_and_no_room() {
     assert!(p.unneeded.is_empty());
     assert!(p.blocked[0].1.contains("no other node can take the pod"), "{:?}", p.blocked);
 }
+
+/// Scale from zero for an extended resource: the `node-template/resources/nvidia.com/gpu` tag
+/// makes the group's new node offer the GPU, so a pod that asks for one triggers a scale-up, and
+/// a pod asking for more than one node offers does not.
+#[test]
+fn scale_from_zero_with_extended_resource() {
+    let mut w = World { pools: vec![discovery_pool("pool", None)], ..World::default() };
+    let mut g = group("gpu-ng", 0, 3, 0, vec![m5_large()]);
+    g.tags.insert("k8s.io/cluster-autoscaler/node-template/resources/nvidia.com/gpu".into(), "1".into());
+    let gpu = |name: &str, n: &str| {
+        let mut p = pod("default", name, "500m", "1Gi", None);
+        let c = &mut p.spec.as_mut().unwrap().containers[0];
+        let req = c.resources.as_mut().unwrap().requests.as_mut().unwrap();
+        req.insert("nvidia.com/gpu".into(), k8s_openapi::apimachinery::pkg::api::resource::Quantity(n.into()));
+        c.resources.as_mut().unwrap().limits = Some(
+            [("nvidia.com/gpu".to_owned(), k8s_openapi::apimachinery::pkg::api::resource::Quantity(n.into()))].into(),
+        );
+        p
+    };
+    w.pods.push(gpu("train-1", "1"));
+    w.pods.push(gpu("train-2", "1"));
+    w.pods.push(gpu("too-big", "2"));
+    let input = build(w.objects(), vec![g], &[], None);
+    let plan = decide(&input, &settings(), &History::default(), at(0));
+    assert_eq!(plan.scale_up.len(), 1, "{plan:#?}");
+    // One GPU per node: the two one-GPU pods need two nodes.
+    assert_eq!(plan.scale_up[0].to, 2, "{plan:#?}");
+    let mut names: Vec<_> = plan.scale_up[0].pods.iter().map(|p| p.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["train-1", "train-2"]);
+    let why: std::collections::BTreeMap<_, _> =
+        plan.not_triggered.iter().map(|(p, w)| (p.name.as_str(), w.as_str())).collect();
+    assert!(why["too-big"].contains("nvidia.com/gpu"), "{why:?}");
+}

@@ -336,7 +336,10 @@ async fn operate(
             ) => {
                 warn!("controllers stopped unexpectedly")
             }
-            r = leader_rx.wait_for(|l| !*l) => if r.is_ok() { warn!("leadership lost: controllers stopped") },
+            // On shutdown the elector steps down too; only an unasked-for loss is worth a warning.
+            r = leader_rx.wait_for(|l| !*l) => if r.is_ok() && !shutdown.is_cancelled() {
+                warn!("leadership lost: controllers stopped")
+            },
             () = shutdown.cancelled() => {}
         }
         metrics.leader.set(0);
