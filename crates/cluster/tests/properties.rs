@@ -14,6 +14,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 const HOST: &str = "kubernetes.io/hostname";
 const ZONE: &str = "topology.kubernetes.io/zone";
 const MI: i64 = 1024 * 1024;
+/// An extended resource some nodes and templates offer and some pods ask for.
+const GPU: &str = "example.com/gpu";
 
 // ----- the independent model ---------------------------------------------------------------------
 
@@ -25,6 +27,7 @@ struct View {
     pods: u32,
     pool: u8,
     tainted: bool,
+    gpus: u32,
 }
 
 /// A pod's scheduling-relevant spec, as the model sees it.
@@ -37,6 +40,7 @@ struct PodGen {
     selector: Option<u8>,
     /// Required anti-affinity (hostname) to pods labelled `app=a<n>`.
     anti: Option<u8>,
+    gpus: u32,
 }
 
 /// Why this set of pods may not share this node (empty: it may).
@@ -52,6 +56,10 @@ fn violations(view: &View, pods: &[&PodGen]) -> Vec<String> {
     }
     if pods.len() > view.pods as usize {
         out.push(format!("{} pods > {}", pods.len(), view.pods));
+    }
+    let gpus: u32 = pods.iter().map(|p| p.gpus).sum();
+    if gpus > view.gpus {
+        out.push(format!("{gpus} {GPU} > {}", view.gpus));
     }
     for (i, p) in pods.iter().enumerate() {
         if view.tainted && !p.tolerates {
@@ -81,6 +89,9 @@ fn node_object(name: &str, view: &View, zone: &str) -> Node {
             "pods": view.pods.to_string(),
         }},
     });
+    if view.gpus > 0 {
+        v["status"]["allocatable"][GPU] = json!(view.gpus.to_string());
+    }
     if view.tainted {
         v["spec"]["taints"] = json!([{"key": "dedicated", "value": "special", "effect": "NoSchedule"}]);
     }
@@ -92,6 +103,11 @@ fn pod_value(name: &str, g: &PodGen, node: Option<&str>) -> Value {
         "cpu": format!("{}m", g.cpu),
         "memory": format!("{}Mi", g.mem),
     }}}]});
+    if g.gpus > 0 {
+        let resources = &mut spec["containers"][0]["resources"];
+        resources["requests"][GPU] = json!(g.gpus.to_string());
+        resources["limits"] = json!({GPU: g.gpus.to_string()});
+    }
     if g.tolerates {
         spec["tolerations"] =
             json!([{"key": "dedicated", "operator": "Equal", "value": "special", "effect": "NoSchedule"}]);
@@ -164,8 +180,15 @@ impl PackInput {
 }
 
 fn view_strategy(cpus: Vec<u32>, mems: Vec<u32>) -> impl Strategy<Value = View> {
-    (prop::sample::select(cpus), prop::sample::select(mems), 2u32..=12, 0u8..2, prop::bool::weighted(0.25))
-        .prop_map(|(cpu, mem, pods, pool, tainted)| View { cpu, mem, pods, pool, tainted })
+    (
+        prop::sample::select(cpus),
+        prop::sample::select(mems),
+        2u32..=12,
+        0u8..2,
+        prop::bool::weighted(0.25),
+        prop::sample::select(vec![0u32, 0, 1, 4]),
+    )
+        .prop_map(|(cpu, mem, pods, pool, tainted, gpus)| View { cpu, mem, pods, pool, tainted, gpus })
 }
 
 fn pod_strategy() -> impl Strategy<Value = PodGen> {
@@ -176,8 +199,17 @@ fn pod_strategy() -> impl Strategy<Value = PodGen> {
         any::<bool>(),
         prop::option::weighted(0.3, 0u8..2),
         prop::option::weighted(0.3, 0u8..3),
+        prop::sample::select(vec![0u32, 0, 0, 1, 2]),
     )
-        .prop_map(|(cpu, mem, app, tolerates, selector, anti)| PodGen { cpu, mem, app, tolerates, selector, anti })
+        .prop_map(|(cpu, mem, app, tolerates, selector, anti, gpus)| PodGen {
+            cpu,
+            mem,
+            app,
+            tolerates,
+            selector,
+            anti,
+            gpus,
+        })
 }
 
 fn template_strategy() -> impl Strategy<Value = TemplateGen> {
@@ -246,6 +278,7 @@ fn build_pack(input: &PackInput) -> Built {
         model.insert(id, g.clone());
         pending.push(id);
     }
+    let gpu = snap.syms.intern(GPU);
     let templates = input
         .templates
         .iter()
@@ -265,6 +298,7 @@ fn build_pack(input: &PackInput) -> Built {
                     cpu: i64::from(t.view.cpu),
                     memory: i64::from(t.view.mem) * MI,
                     pods: i64::from(t.view.pods),
+                    ext: if t.view.gpus > 0 { vec![(gpu, i64::from(t.view.gpus))] } else { vec![] },
                     ..Resources::default()
                 },
                 zones: (0..t.zones).map(|z| format!("z{z}")).collect(),
@@ -475,11 +509,11 @@ fn drain_input() -> impl Strategy<Value = DrainInput> {
             prop::sample::select(vec![4096u32, 8192, 16384]),
             4u32..=16,
         )
-            .prop_map(|(cpu, mem, pods)| View { cpu, mem, pods, pool: 0, tainted: false });
+            .prop_map(|(cpu, mem, pods)| View { cpu, mem, pods, pool: 0, tainted: false, gpus: 0 });
         let pod = (0..n, (50u32..1500, 64u32..3000, 0u8..3, prop::option::weighted(0.25, 0u8..3)), kind_strategy())
             .prop_map(|(node, (cpu, mem, app, anti), kind)| DrainPod {
                 node,
-                pod: PodGen { cpu, mem, app, tolerates: false, selector: None, anti },
+                pod: PodGen { cpu, mem, app, tolerates: false, selector: None, anti, gpus: 0 },
                 kind,
             });
         (
