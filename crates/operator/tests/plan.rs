@@ -508,3 +508,74 @@ fn expander_and_node_ceiling_flags() {
     assert_eq!(not.len(), 5);
     assert!(not.iter().all(|r| r.contains("max-nodes-total (3) reached")), "{not:?}");
 }
+
+/// Scale from zero for GPUs, from the plan's files: the group's `node-template/resources` tag
+/// gives its new nodes `nvidia.com/gpu`, so a pod asking for one GPU grows it and a pod asking
+/// for two is told the group's nodes have too few.
+#[test]
+fn gpu_group_scales_from_zero_through_its_resources_tag() {
+    let dir = std::env::temp_dir().join(format!("omniscale-plan-gpu-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pod = |name: &str, gpus: u32| {
+        format!(
+            r#"- apiVersion: v1
+  kind: Pod
+  metadata:
+    name: {name}
+    namespace: ml
+    ownerReferences: [{{apiVersion: batch/v1, kind: Job, name: {name}, uid: uid-{name}, controller: true}}]
+  spec:
+    tolerations: [{{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}}]
+    containers:
+    - name: train
+      image: trainer:1
+      resources:
+        requests: {{cpu: "1", memory: 2Gi, nvidia.com/gpu: "{gpus}"}}
+        limits: {{nvidia.com/gpu: "{gpus}"}}
+  status:
+    phase: Pending
+    conditions: [{{type: PodScheduled, status: "False", reason: Unschedulable, message: "0/1 nodes are available"}}]
+"#
+        )
+    };
+    let text = format!(
+        r#"apiVersion: v1
+kind: List
+items:
+- apiVersion: omniscale.dev/v1alpha1
+  kind: NodePool
+  metadata: {{name: gpu}}
+  spec:
+    autoScalingGroup: {{name: gpu-ng}}
+- apiVersion: omniscale.dev/v1alpha1
+  kind: AutoScalingGroup
+  name: gpu-ng
+  minSize: 0
+  maxSize: 4
+  desiredCapacity: 0
+  instanceTypes: [m5.xlarge]
+  availabilityZones: [us-east-1a]
+  tags:
+    k8s.io/cluster-autoscaler/node-template/resources/nvidia.com/gpu: "1"
+    k8s.io/cluster-autoscaler/node-template/taint/nvidia.com/gpu: "present:NoSchedule"
+{}{}{}"#,
+        pod("train-a", 1),
+        pod("train-b", 1),
+        pod("train-wide", 2)
+    );
+    let f = write(&dir, "gpu.yaml", &text);
+    let v = plan_json(&["--now", NGINX_NOW, &f]);
+    let gpu = pool(&v, "gpu");
+    assert_eq!(gpu["nodeTemplates"][0]["allocatable"]["nvidia.com/gpu"], 1, "{gpu}");
+    assert_eq!(gpu["scaleUp"]["nodes"], 2, "{gpu}");
+    let pending = gpu["pendingPods"].as_array().unwrap();
+    let of = |name: &str| pending.iter().find(|x| x["pod"] == format!("ml/{name}")).unwrap();
+    assert_eq!(of("train-a")["triggered"], true);
+    assert_eq!(of("train-b")["triggered"], true);
+    assert_eq!(of("train-wide")["triggered"], false);
+    let why = of("train-wide")["reason"].as_str().unwrap();
+    assert!(why.contains("gpu-ng: ") && why.contains("Insufficient nvidia.com/gpu"), "{why}");
+    let table = plan::run(&args(&["--now", NGINX_NOW, &f])).unwrap();
+    assert!(table.contains("1 nvidia.com/gpu"), "{table}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
