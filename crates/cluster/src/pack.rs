@@ -247,13 +247,11 @@ impl<'a> Packer<'a> {
             ))
         });
         const HUGE: i64 = i64::MAX / 4;
-        let mut unbounded = Resources { cpu: HUGE, memory: HUGE, pods: HUGE, ephemeral: HUGE, ext: vec![] };
-        for o in &options {
-            unbounded.max(&Resources {
-                ext: o.capacity.ext.iter().map(|&(s, _)| (s, HUGE)).collect(),
-                ..Resources::default()
-            });
-        }
+        let mut ext: Vec<(Sym, i64)> =
+            options.iter().flat_map(|o| o.capacity.ext.iter().map(|&(s, _)| (s, HUGE))).collect();
+        ext.sort_unstable();
+        ext.dedup();
+        let unbounded = Resources { cpu: HUGE, memory: HUGE, pods: HUGE, ephemeral: HUGE, ext };
         let mut zone_masks: HashMap<Sym, Bits> = HashMap::new();
         for (i, o) in options.iter().enumerate() {
             zone_masks.entry(o.zone).or_insert_with(|| Bits::empty(options.len())).set(i);

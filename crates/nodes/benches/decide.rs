@@ -13,7 +13,7 @@ use omniscale_api::nodepool::NodePool;
 use omniscale_nodes::history::History;
 use omniscale_nodes::input::{Objects, Settings, build};
 use omniscale_nodes::{Instance, InstanceState, InstanceTypeInfo, NodeGroup, decide};
-use serde_json::json;
+use serde_json::{Value, json};
 
 const GROUPS: usize = 10;
 const NODES: usize = 1000;
@@ -126,8 +126,8 @@ fn at(s: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + s).unwrap()
 }
 
-/// Best of `runs`: (build ms, decide ms, summary).
-fn measure(runs: usize, cpu_m: usize, pending: usize, history_from: Option<i64>, now: i64) -> (f64, f64, String) {
+/// Best of `runs`: (build ms, decide ms, what the plan did).
+fn measure(runs: usize, cpu_m: usize, pending: usize, history_from: Option<i64>, now: i64) -> (f64, f64, Value) {
     let (nodes, pods, pools) = (nodes(), pods(cpu_m, pending), vec![pool()]);
     let objects = Objects { nodes: &nodes, pods: &pods, pdbs: &[], daemonsets: &[], node_pools: &pools };
     let settings = Settings::default();
@@ -136,7 +136,7 @@ fn measure(runs: usize, cpu_m: usize, pending: usize, history_from: Option<i64>,
         Some(t) => decide(&build(objects, groups(), &[], None), &settings, &History::default(), at(t)).history,
         None => History::default(),
     };
-    let mut best = (f64::MAX, f64::MAX, String::new());
+    let mut best = (f64::MAX, f64::MAX, Value::Null);
     for _ in 0..runs {
         let t = Instant::now();
         let input = build(objects, groups(), &[], None);
@@ -145,22 +145,17 @@ fn measure(runs: usize, cpu_m: usize, pending: usize, history_from: Option<i64>,
         let plan = decide(&input, &settings, &history, at(now));
         let decide_ms = t.elapsed().as_secs_f64() * 1000.0;
         let added: u32 = plan.scale_up.iter().map(|r| r.to - r.from).sum();
-        let summary = format!(
-            "{{\"nodes_added\": {added}, \"triggered\": {}, \"unneeded\": {}, \"removed\": {}}}",
-            plan.triggered.len(),
-            plan.unneeded.len(),
-            plan.remove.len()
-        );
+        let outcome = json!({"nodes_added": added, "triggered": plan.triggered.len(),
+            "unneeded": plan.unneeded.len(), "removed": plan.remove.len()});
         if decide_ms < best.1 {
-            best = (build_ms.min(best.0), decide_ms, summary);
+            best = (build_ms.min(best.0), decide_ms, outcome);
         }
     }
     best
 }
 
-fn line(bench: &str, pending: usize, (build_ms, decide_ms, summary): (f64, f64, String)) {
+fn line(bench: &str, pending: usize, (build_ms, decide_ms, outcome): (f64, f64, Value)) {
     let r = |x: f64| (x * 1000.0).round() / 1000.0;
-    let outcome: serde_json::Value = serde_json::from_str(&summary).unwrap();
     println!(
         "{}",
         json!({"bench": bench, "nodes": NODES, "pods": NODES * PODS_PER_NODE + pending, "pending": pending,
