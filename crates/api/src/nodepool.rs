@@ -243,6 +243,12 @@ pub struct ScaleDown {
     #[serde(default = "default_ten_minutes")]
     #[schemars(schema_with = "schema::duration")]
     pub delay_after_add: String,
+    /// How long a node of the pool may stay NotReady before it is removed as broken
+    /// (`--scale-down-unready-time`, default 20m). Nodes still booting are left to the
+    /// provisioning timeout instead.
+    #[serde(default = "default_twenty_minutes")]
+    #[schemars(schema_with = "schema::duration")]
+    pub unready_time: String,
 }
 
 impl Default for ScaleDown {
@@ -252,6 +258,7 @@ impl Default for ScaleDown {
             utilization_threshold: default_utilization_threshold(),
             unneeded_time: default_ten_minutes(),
             delay_after_add: default_ten_minutes(),
+            unready_time: default_twenty_minutes(),
         }
     }
 }
@@ -262,6 +269,10 @@ fn default_true() -> bool {
 fn default_utilization_threshold() -> f64 {
     0.5
 }
+fn default_twenty_minutes() -> String {
+    "20m".into()
+}
+
 fn default_ten_minutes() -> String {
     "10m".into()
 }

@@ -9,7 +9,8 @@
 //! `safe-to-evict: "true"` pods always may move; otherwise pods without a controller,
 //! kube-system pods without a PDB, `safe-to-evict: "false"` pods, pods with local storage not
 //! listed in `safe-to-evict-local-volumes`, and pods whose PDB allows no more disruptions block
-//! the node.
+//! the node. A *lost* node (broken, its pods not running anyway) obeys the same rules but is
+//! never kept for want of room: pods that fit nowhere are left unplaced, for a scale-up.
 
 use crate::snapshot::{ClassId, Domains, NodeId, PodId, Snapshot};
 
@@ -47,6 +48,9 @@ pub enum DrainOutcome {
     Removable(Vec<(PodId, NodeId)>),
     /// The node must stay, because of this pod.
     Blocked { pod: PodId, block: Block },
+    /// A lost node goes although some of its pods fit nowhere: they are left unplaced
+    /// (`homeless`), to come back pending and be served by a scale-up.
+    Lost { moved: Vec<(PodId, NodeId)>, homeless: Vec<PodId> },
 }
 
 /// Pods of a node that must find a new home, or the first pod that blocks the drain.
@@ -104,11 +108,19 @@ fn covering_pdbs(snap: &Snapshot, class: ClassId) -> Vec<usize> {
 /// Evaluates `candidates` in order (see the module docs). Removable nodes are removed from the
 /// snapshot and their pods placed on their destinations; fork the snapshot to keep the original.
 pub fn drain(snap: &mut Snapshot, candidates: &[NodeId]) -> Vec<(NodeId, DrainOutcome)> {
+    drain_lost_first(snap, &[], candidates)
+}
+
+/// As [`drain`], with `lost` nodes (broken: their pods are not running anyway) evaluated first.
+/// Their pods obey the same drainability rules and move where they fit, but a pod that fits
+/// nowhere does not keep a lost node: holding it hostage would only delay its replacement.
+pub fn drain_lost_first(snap: &mut Snapshot, lost: &[NodeId], candidates: &[NodeId]) -> Vec<(NodeId, DrainOutcome)> {
     snap.ready();
     let mut pdb_left: Vec<i64> = snap.pdbs.iter().map(|p| p.disruptions_allowed).collect();
     let mut hints: std::collections::HashMap<ClassId, NodeId> = std::collections::HashMap::new();
-    let mut out = Vec::with_capacity(candidates.len());
-    for &node in candidates {
+    let mut out = Vec::with_capacity(lost.len() + candidates.len());
+    let all = lost.iter().map(|&n| (n, true)).chain(candidates.iter().map(|&n| (n, false)));
+    for (node, is_lost) in all {
         if snap.nodes[node as usize].removed {
             continue;
         }
@@ -128,6 +140,7 @@ pub fn drain(snap: &mut Snapshot, candidates: &[NodeId]) -> Vec<(NodeId, DrainOu
         // Take the node out while its pods look for homes, so none lands back on it.
         snap.set_removed(node, true);
         let mut moved: Vec<(PodId, NodeId)> = Vec::with_capacity(movable.len());
+        let mut homeless = Vec::new();
         let mut failure = None;
         for &p in &movable {
             let class = snap.pods[p as usize].class;
@@ -137,6 +150,7 @@ pub fn drain(snap: &mut Snapshot, candidates: &[NodeId]) -> Vec<(NodeId, DrainOu
                     hints.insert(class, dest);
                     moved.push((p, dest));
                 }
+                Err(_) if is_lost => homeless.push(p),
                 Err(why) => {
                     failure = Some((p, why));
                     break;
@@ -163,7 +177,12 @@ pub fn drain(snap: &mut Snapshot, candidates: &[NodeId]) -> Vec<(NodeId, DrainOu
                 for p in rest {
                     snap.unplace(p);
                 }
-                out.push((node, DrainOutcome::Removable(moved)));
+                let outcome = if homeless.is_empty() {
+                    DrainOutcome::Removable(moved)
+                } else {
+                    DrainOutcome::Lost { moved, homeless }
+                };
+                out.push((node, outcome));
             }
         }
     }

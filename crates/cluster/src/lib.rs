@@ -38,7 +38,7 @@ pub mod model;
 pub mod pack;
 pub mod snapshot;
 
-pub use drain::{Block, DrainOutcome, drain};
+pub use drain::{Block, DrainOutcome, drain, drain_lost_first};
 pub use model::Resources;
 pub use pack::{NewNode, PackOptions, Packing, Template, Unplaced, pack};
 pub use snapshot::{BuildError, ClassId, Domains, NodeId, PodId, Reason, Snapshot};

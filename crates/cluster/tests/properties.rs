@@ -5,7 +5,8 @@
 
 use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 use omniscale_cluster::{
-    Block, Domains, DrainOutcome, NodeId, PackOptions, Packing, PodId, Resources, Snapshot, Template, drain, pack,
+    Block, Domains, DrainOutcome, NodeId, PackOptions, Packing, PodId, Resources, Snapshot, Template, drain,
+    drain_lost_first, pack,
 };
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -486,6 +487,8 @@ struct DrainInput {
     /// Candidates: a permutation of node indexes, filtered by `take`.
     order: Vec<usize>,
     take: Vec<bool>,
+    /// Candidates that are lost (broken) nodes, evaluated first.
+    lost: Vec<bool>,
 }
 
 fn kind_strategy() -> impl Strategy<Value = Kind> {
@@ -521,8 +524,9 @@ fn drain_input() -> impl Strategy<Value = DrainInput> {
             prop::collection::vec(pod, 0..28),
             Just((0..n).collect::<Vec<usize>>()).prop_shuffle(),
             prop::collection::vec(prop::bool::weighted(0.8), n),
+            prop::collection::vec(prop::bool::weighted(0.2), n),
         )
-            .prop_map(|(nodes, pods, order, take)| DrainInput { nodes, pods, order, take })
+            .prop_map(|(nodes, pods, order, take, lost)| DrainInput { nodes, pods, order, take, lost })
     })
 }
 
@@ -561,7 +565,8 @@ proptest! {
 
     /// (d) Removable nodes send every pod that needs a home to another node that stays, nothing
     /// ends up over-committed, and nodes holding a pod that a drain rule protects are Blocked by
-    /// that rule.
+    /// that rule. Lost nodes go first and are never kept for want of room: the pods that fit
+    /// nowhere are left unplaced.
     #[test]
     fn drain_moves_pods_only_where_allowed(input in drain_input()) {
         let mut snap = Snapshot::new();
@@ -583,10 +588,13 @@ proptest! {
             model.insert(id, p.pod.clone());
             on_node[p.node].push(id);
         }
-        let candidates: Vec<NodeId> =
-            input.order.iter().filter(|&&n| input.take[n]).map(|&n| n as NodeId).collect();
+        let taken = input.order.iter().filter(|&&n| input.take[n]);
+        let (lost, rest): (Vec<usize>, Vec<usize>) = taken.partition(|&&n| input.lost[n]);
+        let lost: Vec<NodeId> = lost.into_iter().map(|n| n as NodeId).collect();
+        let rest: Vec<NodeId> = rest.into_iter().map(|n| n as NodeId).collect();
+        let candidates: Vec<NodeId> = lost.iter().chain(&rest).copied().collect();
 
-        let outcomes = drain(&mut snap, &candidates);
+        let outcomes = if lost.is_empty() { drain(&mut snap, &rest) } else { drain_lost_first(&mut snap, &lost, &rest) };
 
         prop_assert_eq!(outcomes.iter().map(|o| o.0).collect::<Vec<_>>(), candidates.clone());
         // Replay the outcomes on the model: where every pod is, which nodes are gone.
@@ -602,18 +610,27 @@ proptest! {
             let protected = on_node[node as usize].iter().find_map(|&p| kinds[&p].block().map(|b| (p, b)));
             match outcome {
                 DrainOutcome::Blocked { pod, block: Block::NoPlace(why) } => {
+                    prop_assert!(!lost.contains(&node), "lost node {node} kept for want of room: {why}");
                     prop_assert!(protected.is_none(), "node {node}: NoPlace ({why}) although {protected:?}");
                     prop_assert!(here.contains(pod) && kinds[pod].moves(), "node {node}: NoPlace names pod {pod}");
                 }
                 DrainOutcome::Blocked { pod, block } => {
                     prop_assert_eq!(Some((*pod, block.clone())), protected.clone(), "node {}", node);
                 }
-                DrainOutcome::Removable(moved) => {
+                DrainOutcome::Removable(moved) | DrainOutcome::Lost { moved, .. } => {
+                    let homeless: &[PodId] = match outcome {
+                        DrainOutcome::Lost { homeless, .. } => homeless,
+                        _ => &[],
+                    };
+                    prop_assert!(homeless.is_empty() || lost.contains(&node), "node {node} is not lost: {homeless:?}");
                     prop_assert!(protected.is_none(), "node {node} removable although {protected:?}");
-                    let moved_pods: BTreeSet<PodId> = moved.iter().map(|m| m.0).collect();
+                    let moved_pods: BTreeSet<PodId> = moved.iter().map(|m| m.0).chain(homeless.iter().copied()).collect();
                     let must_move: BTreeSet<PodId> = here.iter().copied().filter(|p| kinds[p].moves()).collect();
                     prop_assert_eq!(&moved_pods, &must_move, "node {}", node);
-                    prop_assert_eq!(moved_pods.len(), moved.len(), "node {}: a pod moved twice", node);
+                    prop_assert_eq!(moved_pods.len(), moved.len() + homeless.len(), "node {}: a pod listed twice", node);
+                    for &p in homeless {
+                        location.insert(p, None);
+                    }
                     for &(p, dest) in moved {
                         prop_assert!(dest != node, "pod {p} moved onto its own node {node}");
                         prop_assert!((dest as usize) < input.nodes.len(), "pod {p} moved to unknown node {dest}");

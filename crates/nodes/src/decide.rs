@@ -7,7 +7,7 @@ use jiff::Timestamp;
 
 use crate::history::{History, ScaleUpRequest};
 use crate::input::{Input, Settings};
-use crate::scaledown::{self, ScaleDown};
+use crate::scaledown::{self, RemovalReason, ScaleDown};
 use crate::scaleup::{self, ScaleUp};
 
 /// A pod, by namespace and name.
@@ -49,6 +49,7 @@ pub struct Removal {
     pub pool: String,
     pub instance: String,
     pub evict: Vec<PodRef>,
+    pub reason: RemovalReason,
 }
 
 /// Per-pool summary for status.
@@ -84,6 +85,8 @@ pub struct Plan {
     pub remove: Vec<Removal>,
     /// Unneeded nodes and since when.
     pub unneeded: Vec<(String, Timestamp)>,
+    /// NotReady nodes past their boot time, and since when they are NotReady.
+    pub unready: Vec<(String, Timestamp)>,
     /// Nodes that must stay, with why.
     pub blocked: Vec<(String, String)>,
     /// Unneeded nodes waiting, with why.
@@ -147,6 +150,7 @@ pub fn decide(input: &Input, settings: &Settings, history: &History, now: Timest
         let down: ScaleDown = scaledown::scale_down(input, settings, &history, now);
         history.unneeded_since = scaledown::unneeded_since(input, &down);
         plan.unneeded = down.unneeded.iter().map(|(n, t)| (node(*n), *t)).collect();
+        plan.unready = down.unready.iter().map(|(n, t)| (node(*n), *t)).collect();
         plan.blocked = down.blocked.iter().map(|(n, w)| (node(*n), w.clone())).collect();
         plan.waiting = down.waiting.iter().map(|(n, w)| (node(*n), w.clone())).collect();
         plan.utilized = down.utilized.iter().map(|(n, u)| (node(*n), *u)).collect();
@@ -159,6 +163,7 @@ pub fn decide(input: &Input, settings: &Settings, history: &History, now: Timest
                 pool: input.pools[input.groups[r.group].pool].name.clone(),
                 instance: r.instance.clone(),
                 evict: r.evict.iter().map(|p| pod(*p)).collect(),
+                reason: r.reason,
             })
             .collect();
     }
@@ -179,8 +184,8 @@ fn track(input: &Input, settings: &Settings, history: &mut History, now: Timesta
             history.requests.remove(&req.group);
             continue;
         };
-        let ready = g.nodes.len() as u32;
-        if ready >= req.to.min(g.group.desired) || g.group.desired < req.to {
+        let arrived = g.registered(now, settings.max_node_provision_time);
+        if arrived >= req.to.min(g.group.desired) || g.group.desired < req.to {
             // Arrived, or someone lowered the target since: nothing to wait for.
             history.requests.remove(&req.group);
             continue;
@@ -191,20 +196,22 @@ fn track(input: &Input, settings: &Settings, history: &mut History, now: Timesta
             (Some((_, msg)), _) => format!("scaling activity failed: {msg}"),
             (None, true) => format!(
                 "{} of {} requested nodes not ready after {:#}",
-                req.to.saturating_sub(ready),
+                req.to.saturating_sub(arrived),
                 req.to - req.from.min(req.to),
                 settings.max_node_provision_time
             ),
             (None, false) => continue,
         };
         // A failed activity: the instances that did launch are kept; the target drops to them
-        // (Cluster Autoscaler's placeholder removal). A timeout: instances whose node is still
-        // not ready are given up too.
-        let ready_ids: Vec<&str> = g.nodes.iter().map(|(_, i)| i.as_str()).collect();
+        // (Cluster Autoscaler's placeholder removal). A timeout: instances whose node has not
+        // arrived are given up too (a broken node is scale-down's to remove, with its rules).
+        let broken = g.unready.iter().filter(|u| !u.starting(now, settings.max_node_provision_time));
+        let arrived_ids: Vec<&str> =
+            g.nodes.iter().map(|(_, i)| i.as_str()).chain(broken.map(|u| u.instance.as_str())).collect();
         let terminate: Vec<String> = if failed.is_some() {
             Vec::new()
         } else {
-            g.group.live().filter(|i| !ready_ids.contains(&i.id.as_str())).map(|i| i.id.clone()).collect()
+            g.group.live().filter(|i| !arrived_ids.contains(&i.id.as_str())).map(|i| i.id.clone()).collect()
         };
         let live = g.group.live().count() as u32;
         let after = live.saturating_sub(terminate.len() as u32).max(g.group.min_size);

@@ -1,8 +1,10 @@
 //! From Kubernetes objects, NodePools and the cloud's groups to the engines' input. Pure and
 //! shared by the operator's shell and `omniscale plan`, so both decide from the same view.
 //!
-//! - The snapshot holds **ready** nodes and the pods bound to them, plus PodDisruptionBudgets;
-//!   unready nodes are left out (their groups count them as upcoming instead).
+//! - The snapshot holds the nodes and the pods bound to them, plus PodDisruptionBudgets. NotReady
+//!   nodes are in it as unschedulable (their pods still count for spread and affinity, and
+//!   nothing is planned onto them); a group counts its NotReady nodes as upcoming while they
+//!   may still be booting (registered within `--max-node-provision-time`), and as broken after.
 //! - Pending pods are the ones kube-scheduler marked `PodScheduled=False, reason=Unschedulable`,
 //!   minus DaemonSet pods and pods below the expendable priority cutoff (Cluster Autoscaler's
 //!   rules).
@@ -10,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use jiff::SignedDuration;
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -76,6 +78,7 @@ pub struct ScaleDownSettings {
     pub utilization_threshold: f64,
     pub unneeded_time: SignedDuration,
     pub delay_after_add: SignedDuration,
+    pub unready_time: SignedDuration,
 }
 
 impl Default for ScaleDownSettings {
@@ -85,6 +88,7 @@ impl Default for ScaleDownSettings {
             utilization_threshold: 0.5,
             unneeded_time: SignedDuration::from_mins(10),
             delay_after_add: SignedDuration::from_mins(10),
+            unready_time: SignedDuration::from_mins(20),
         }
     }
 }
@@ -148,6 +152,7 @@ impl Pool {
             utilization_threshold: sd.utilization_threshold,
             unneeded_time: dur("unneededTime", &sd.unneeded_time, SignedDuration::from_mins(10)),
             delay_after_add: dur("delayAfterAdd", &sd.delay_after_add, SignedDuration::from_mins(10)),
+            unready_time: dur("unreadyTime", &sd.unready_time, SignedDuration::from_mins(20)),
         };
         Some(Pool {
             name,
@@ -169,12 +174,41 @@ pub struct Group {
     pub template: Result<GroupTemplate, String>,
     /// The group's ready nodes in the snapshot, with their instance ids.
     pub nodes: Vec<(NodeId, String)>,
+    /// The group's registered NotReady nodes (unschedulable in the snapshot).
+    pub unready: Vec<UnreadyNode>,
+}
+
+/// A registered node whose kubelet does not report Ready.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnreadyNode {
+    pub node: NodeId,
+    pub instance: String,
+    /// When the Node object was created (registration).
+    pub registered: Option<Timestamp>,
+    /// Since when it has not been Ready: the Ready condition's last transition, else its
+    /// registration.
+    pub since: Option<Timestamp>,
+}
+
+impl UnreadyNode {
+    /// Registered recently enough to be still booting (Cluster Autoscaler's NotStarted).
+    pub fn starting(&self, now: Timestamp, provision_time: SignedDuration) -> bool {
+        self.registered.is_some_and(|t| now.duration_since(t) < provision_time)
+    }
 }
 
 impl Group {
-    /// Nodes the group is expected to gain: desired capacity not yet ready.
-    pub fn upcoming(&self) -> u32 {
-        self.group.desired.saturating_sub(self.nodes.len() as u32)
+    /// Nodes the group is expected to gain: desired capacity neither ready nor broken (a
+    /// NotReady node past its boot time will not become capacity by waiting).
+    pub fn upcoming(&self, now: Timestamp, provision_time: SignedDuration) -> u32 {
+        self.group.desired.saturating_sub(self.registered(now, provision_time))
+    }
+
+    /// Nodes that have arrived: ready, or NotReady past their boot time (broken nodes are
+    /// scale-down's business, not a scale-up that failed to come).
+    pub fn registered(&self, now: Timestamp, provision_time: SignedDuration) -> u32 {
+        let broken = self.unready.iter().filter(|u| !u.starting(now, provision_time)).count();
+        (self.nodes.len() + broken) as u32
     }
 }
 
@@ -211,11 +245,11 @@ pub struct Objects<'a> {
 
 /// Whether a node is Ready and not being deleted.
 pub fn node_ready(n: &core::Node) -> bool {
-    n.metadata.deletion_timestamp.is_none()
-        && n.status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    n.metadata.deletion_timestamp.is_none() && ready_condition(n).is_some_and(|c| c.status == "True")
+}
+
+fn ready_condition(n: &core::Node) -> Option<&core::NodeCondition> {
+    n.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready")
 }
 
 /// Whether kube-scheduler gave up on the pod for now.
@@ -253,20 +287,36 @@ pub fn build(objects: Objects<'_>, groups: Vec<NodeGroup>, protected: &[String],
         groups.iter().enumerate().flat_map(|(gi, g)| g.instances.iter().map(move |i| (i.id.as_str(), gi))).collect();
     let mut node_objects: Vec<(usize, &core::Node)> = Vec::new();
     let mut ready_of: Vec<Vec<(NodeId, String)>> = vec![Vec::new(); groups.len()];
+    let mut unready_of: Vec<Vec<UnreadyNode>> = vec![Vec::new(); groups.len()];
     let mut node_group = HashMap::new();
     for n in objects.nodes {
         let name = n.metadata.name.clone().unwrap_or_default();
         let provider = n.spec.as_ref().and_then(|s| s.provider_id.as_deref()).and_then(instance_id);
         let gi = provider.and_then(|id| by_instance.get(id).copied());
-        if !node_ready(n) {
+        if n.metadata.deletion_timestamp.is_some() {
             continue;
         }
+        let ready = node_ready(n);
         match snap.add_node_object(n) {
             Ok(id) => {
+                if !ready {
+                    snap.nodes[id as usize].unschedulable = true;
+                }
                 if let (Some(gi), Some(inst)) = (gi, provider) {
-                    ready_of[gi].push((id, inst.to_owned()));
                     node_group.insert(id, gi);
-                    node_objects.push((gi, n));
+                    if ready {
+                        ready_of[gi].push((id, inst.to_owned()));
+                        node_objects.push((gi, n));
+                    } else {
+                        let registered = n.metadata.creation_timestamp.as_ref().map(|t| t.0);
+                        let since = ready_condition(n).and_then(|c| c.last_transition_time.as_ref()).map(|t| t.0);
+                        unready_of[gi].push(UnreadyNode {
+                            node: id,
+                            instance: inst.to_owned(),
+                            registered,
+                            since: since.or(registered),
+                        });
+                    }
                 }
                 let ann = n.metadata.annotations.as_ref();
                 if ann.and_then(|a| a.get(SCALE_DOWN_DISABLED)).is_some_and(|v| v == "true") {
@@ -296,8 +346,8 @@ pub fn build(objects: Objects<'_>, groups: Vec<NodeGroup>, protected: &[String],
             if finished {
                 continue;
             }
-            let on_ready = p.spec.as_ref().and_then(|s| s.node_name.as_deref()).and_then(|n| snap.node_id(n)).is_some();
-            if on_ready {
+            let on_node = p.spec.as_ref().and_then(|s| s.node_name.as_deref()).and_then(|n| snap.node_id(n)).is_some();
+            if on_node {
                 if let Err(e) = snap.add_pod_object(p, None) {
                     skipped.push(e.to_string());
                 }
@@ -335,7 +385,13 @@ pub fn build(objects: Objects<'_>, groups: Vec<NodeGroup>, protected: &[String],
         let pool_template = specs.get(pools[pool].name.as_str()).and_then(|p| p.spec.template.as_ref());
         let template = group_template(&g, &live, pool_template, region, &mut snap.syms);
         index_of[gi] = out_groups.len();
-        out_groups.push(Group { group: g, pool, template, nodes: std::mem::take(&mut ready_of[gi]) });
+        out_groups.push(Group {
+            group: g,
+            pool,
+            template,
+            nodes: std::mem::take(&mut ready_of[gi]),
+            unready: std::mem::take(&mut unready_of[gi]),
+        });
     }
     let node_group = node_group
         .into_iter()

@@ -10,12 +10,15 @@
 //!   of `omniscale_cluster::drain`) and must fit on the remaining nodes;
 //! - a node that stays unneeded for the pool's `unneededTime` is removed, unless the pool grew
 //!   within `delayAfterAdd`, a removal failed within the failure delay, or its group would drop
-//!   below its minimum. Empty nodes go in bulk (10 per loop); nodes with pods one at a time.
+//!   below its minimum. Empty nodes go in bulk (10 per loop); nodes with pods one at a time;
+//! - a node NotReady for the pool's `unreadyTime` (after its boot time) is removed as broken,
+//!   whatever its utilisation, under the same drain rules, timers and minimum; it goes first, so
+//!   the group's replacement capacity comes from a scale-up rather than from waiting.
 
 use std::collections::{BTreeMap, HashMap};
 
 use jiff::Timestamp;
-use omniscale_cluster::{DrainOutcome, NodeId, PodId, drain};
+use omniscale_cluster::{DrainOutcome, NodeId, PodId, drain, drain_lost_first};
 
 use crate::history::History;
 use crate::input::{Input, Settings};
@@ -29,6 +32,28 @@ pub struct Removal {
     pub instance: String,
     /// Pods to evict first (none for an empty node).
     pub evict: Vec<PodId>,
+    pub reason: RemovalReason,
+}
+
+/// Why a node goes (Cluster Autoscaler's `scaled_down_nodes_total` reasons).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RemovalReason {
+    /// No pods to move.
+    Empty,
+    /// Below the utilisation threshold, its pods fit elsewhere.
+    Underutilized,
+    /// NotReady for longer than the pool's `unreadyTime`.
+    Unready,
+}
+
+impl RemovalReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemovalReason::Empty => "empty",
+            RemovalReason::Underutilized => "underutilized",
+            RemovalReason::Unready => "unready",
+        }
+    }
 }
 
 /// The scale-down decided in one loop.
@@ -36,6 +61,8 @@ pub struct Removal {
 pub struct ScaleDown {
     /// Unneeded nodes with the time they became unneeded.
     pub unneeded: Vec<(NodeId, Timestamp)>,
+    /// NotReady nodes past their boot time, with since when they are NotReady.
+    pub unready: Vec<(NodeId, Timestamp)>,
     pub remove: Vec<Removal>,
     /// Candidates that must stay, with why.
     pub blocked: Vec<(NodeId, String)>,
@@ -51,10 +78,34 @@ pub fn scale_down(input: &Input, settings: &Settings, history: &History, now: Ti
     let mut out = ScaleDown::default();
     let snap = &input.snapshot;
     let mut candidates: Vec<(NodeId, f64, bool)> = Vec::new();
+    let mut broken: Vec<NodeId> = Vec::new();
+    let no_pdb_limit = vec![i64::MAX; snap.pdbs.len()];
+    let is_empty = |node: NodeId| drain::pods_to_move(snap, node, &no_pdb_limit).is_ok_and(|p| p.is_empty());
     for g in &input.groups {
         let pool = &input.pools[g.pool];
         if !pool.scale_down.enabled || pool.invalid.is_some() {
             continue;
+        }
+        for u in &g.unready {
+            // Still booting: the provisioning timeout's business, not scale-down's.
+            if u.starting(now, settings.max_node_provision_time) {
+                continue;
+            }
+            if let Some(why) = input.keep.get(&u.node) {
+                out.blocked.push((u.node, why.clone()));
+                continue;
+            }
+            let since = u.since.unwrap_or(now);
+            out.unready.push((u.node, since));
+            let down = now.duration_since(since);
+            if down < pool.scale_down.unready_time {
+                out.waiting.push((
+                    u.node,
+                    format!("not ready for {down:#}, removal after {:#}", pool.scale_down.unready_time),
+                ));
+                continue;
+            }
+            broken.push(u.node);
         }
         for (node, _) in &g.nodes {
             if let Some(why) = input.keep.get(node) {
@@ -67,16 +118,15 @@ pub fn scale_down(input: &Input, settings: &Settings, history: &History, now: Ti
                 out.utilized.push((*node, util));
                 continue;
             }
-            let empty = omniscale_cluster::drain::pods_to_move(snap, *node, &vec![i64::MAX; snap.pdbs.len()])
-                .is_ok_and(|p| p.is_empty());
-            candidates.push((*node, util, empty));
+            candidates.push((*node, util, is_empty(*node)));
         }
     }
     candidates.sort_by(|a, b| b.2.cmp(&a.2).then(a.1.total_cmp(&b.1)).then(a.0.cmp(&b.0)));
     let order: Vec<NodeId> = candidates.iter().map(|c| c.0).collect();
     let mut sim = snap.clone();
-    let outcomes = drain(&mut sim, &order);
-    let empty_of: HashMap<NodeId, bool> = candidates.iter().map(|c| (c.0, c.2)).collect();
+    let outcomes = drain_lost_first(&mut sim, &broken, &order);
+    let mut empty_of: HashMap<NodeId, bool> = candidates.iter().map(|c| (c.0, c.2)).collect();
+    empty_of.extend(broken.iter().map(|&n| (n, is_empty(n))));
     // Removals left per group before its minimum.
     let mut room: Vec<i64> = input
         .groups
@@ -90,23 +140,38 @@ pub fn scale_down(input: &Input, settings: &Settings, history: &History, now: Ti
     let failed_recently = history
         .last_scale_down_failure
         .is_some_and(|t| now.duration_since(t) < settings.scale_down_delay_after_failure);
+    // Pods of a removed broken node that fit nowhere need new capacity: no other node goes
+    // in the same loop.
+    let mut homeless_pods = false;
     for (node, outcome) in outcomes {
-        let moved = match outcome {
+        let mut leaves_homeless = false;
+        let evict: Vec<PodId> = match outcome {
             DrainOutcome::Blocked { pod, block } => {
                 let p = &snap.pods[pod as usize];
                 out.blocked.push((node, format!("pod {}/{}: {block}", p.namespace, p.name)));
                 continue;
             }
-            DrainOutcome::Removable(moved) => moved,
+            DrainOutcome::Removable(moved) => moved.iter().map(|(p, _)| *p).collect(),
+            DrainOutcome::Lost { moved, homeless } => {
+                leaves_homeless = true;
+                moved.iter().map(|(p, _)| *p).chain(homeless).collect()
+            }
         };
-        let since =
-            snap.nodes.get(node as usize).and_then(|n| history.unneeded_since.get(&n.name).copied()).unwrap_or(now);
-        out.unneeded.push((node, since));
+        let unready = broken.contains(&node);
+        // A broken node's clock is its Ready condition (checked above), not the unneeded timer.
+        let since = if unready {
+            now
+        } else {
+            let since = snap.nodes.get(node as usize).and_then(|n| history.unneeded_since.get(&n.name).copied());
+            let since = since.unwrap_or(now);
+            out.unneeded.push((node, since));
+            since
+        };
         let Some(&gi) = input.node_group.get(&node) else { continue };
         let g = &input.groups[gi];
         let pool = &input.pools[g.pool];
         let empty = empty_of.get(&node).copied().unwrap_or(false);
-        let wait = if now.duration_since(since) < pool.scale_down.unneeded_time {
+        let wait = if !unready && now.duration_since(since) < pool.scale_down.unneeded_time {
             Some(format!(
                 "unneeded for {:#}, removal after {:#}",
                 now.duration_since(since),
@@ -121,6 +186,8 @@ pub fn scale_down(input: &Input, settings: &Settings, history: &History, now: Ti
             ))
         } else if room[gi] <= 0 {
             Some(format!("group {} is at its minimum size {}", g.group.name, g.group.min_size))
+        } else if !unready && homeless_pods {
+            Some("pods of a NotReady node being removed need the capacity first".to_owned())
         } else if !empty && failed_recently {
             Some("a removal failed recently".to_owned())
         } else if empty && empties >= settings.max_empty_bulk_delete {
@@ -135,13 +202,20 @@ pub fn scale_down(input: &Input, settings: &Settings, history: &History, now: Ti
             continue;
         }
         room[gi] -= 1;
+        homeless_pods |= leaves_homeless;
         if empty {
             empties += 1;
         } else {
             drains += 1;
         }
-        let instance = g.nodes.iter().find(|(n, _)| *n == node).map(|(_, i)| i.clone()).unwrap_or_default();
-        out.remove.push(Removal { node, group: gi, instance, evict: moved.iter().map(|(p, _)| *p).collect() });
+        let instance = g.nodes.iter().find(|(n, _)| *n == node).map(|(_, i)| i.clone());
+        let instance = instance.or_else(|| g.unready.iter().find(|u| u.node == node).map(|u| u.instance.clone()));
+        let reason = match (unready, empty) {
+            (true, _) => RemovalReason::Unready,
+            (false, true) => RemovalReason::Empty,
+            (false, false) => RemovalReason::Underutilized,
+        };
+        out.remove.push(Removal { node, group: gi, instance: instance.unwrap_or_default(), evict, reason });
     }
     out
 }

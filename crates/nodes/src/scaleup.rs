@@ -60,7 +60,7 @@ pub fn scale_up(input: &Input, settings: &Settings, history: &History, now: Time
         return out;
     }
     let mut snap = input.snapshot.clone();
-    add_upcoming(&mut snap, input);
+    add_upcoming(&mut snap, input, settings, now);
     let opts = PackOptions { daemonsets: input.daemonsets.clone(), max_new_nodes: None };
     // 1. Pods that existing or upcoming nodes take.
     // The placements stay: capacity they take is not there for the pods that need new nodes.
@@ -72,7 +72,7 @@ pub fn scale_up(input: &Input, settings: &Settings, history: &History, now: Time
     }
     let mut added: Vec<u32> = vec![0; input.groups.len()];
     let mut reasons: HashMap<PodId, Vec<String>> = HashMap::new();
-    let upcoming_total: u32 = input.groups.iter().map(|g| g.upcoming()).sum();
+    let upcoming_total: u32 = input.groups.iter().map(|g| g.upcoming(now, settings.max_node_provision_time)).sum();
     for _round in 0..=input.groups.len() {
         if remaining.is_empty() {
             break;
@@ -196,10 +196,10 @@ fn headroom(
 }
 
 /// Adds each group's upcoming nodes (desired capacity not ready yet) with their DaemonSet pods.
-fn add_upcoming(snap: &mut Snapshot, input: &Input) {
+fn add_upcoming(snap: &mut Snapshot, input: &Input, settings: &Settings, now: Timestamp) {
     for g in &input.groups {
         let Ok(t) = &g.template else { continue };
-        for i in 0..g.upcoming() {
+        for i in 0..g.upcoming(now, settings.max_node_provision_time) {
             let zone = &t.template.zones[i as usize % t.template.zones.len()];
             let mut labels = t.template.labels.clone();
             labels.insert(model::ZONE.to_owned(), zone.clone());

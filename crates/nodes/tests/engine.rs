@@ -356,3 +356,110 @@ fn scale_from_zero_with_extended_resource() {
         plan.not_triggered.iter().map(|(p, w)| (p.name.as_str(), w.as_str())).collect();
     assert!(why["too-big"].contains("nvidia.com/gpu"), "{why:?}");
 }
+
+/// A node NotReady for the pool's unreadyTime (20m) is removed as broken, whatever its
+/// utilisation, with its pods evicted when they fit elsewhere; before that it waits, and it is
+/// never counted as capacity on the way.
+#[test]
+fn broken_nodes_are_removed_after_unready_time() {
+    let mut w = World { pools: vec![discovery_pool("spot-ng", None)], ..World::default() };
+    for k in 0..3 {
+        w.nodes.push(node_for("spot-ng", k, &m5_large()));
+    }
+    // Busy ready nodes (not unneeded); the broken one is busy too.
+    w.pods.push(pod("default", "busy-0", "1500m", "1Gi", Some("ip-spot-ng-0")));
+    w.pods.push(pod("default", "busy-1", "1200m", "1Gi", Some("ip-spot-ng-1")));
+    w.pods.push(pod("default", "stuck", "300m", "1Gi", Some("ip-spot-ng-2")));
+    w.nodes[2] = not_ready(w.nodes[2].clone(), at(-7200), at(-300));
+    let g = || group("spot-ng", 1, 5, 3, vec![m5_large()]);
+    let input = build(w.objects(), vec![g()], &[], None);
+    let p0 = decide(&input, &settings(), &History::default(), at(0));
+    assert!(p0.remove.is_empty(), "{p0:#?}");
+    let waits: std::collections::BTreeMap<_, _> = p0.waiting.iter().map(|(n, w)| (n.as_str(), w.as_str())).collect();
+    assert!(waits["ip-spot-ng-2"].starts_with("not ready for 5m"), "{waits:?}");
+    assert_eq!(p0.unready, vec![("ip-spot-ng-2".to_owned(), at(-300))]);
+    assert!(p0.unneeded.is_empty(), "busy nodes are not unneeded: {:?}", p0.unneeded);
+    // 20 minutes after it went NotReady: removed, its pod evicted to a ready node.
+    let p1 = decide(&input, &settings(), &p0.history, at(900));
+    assert_eq!(p1.remove.len(), 1, "{p1:#?}");
+    let r = &p1.remove[0];
+    assert_eq!((r.node.as_str(), r.instance.as_str()), ("ip-spot-ng-2", "i-spot-ng-2"));
+    assert_eq!(r.reason, omniscale_nodes::scaledown::RemovalReason::Unready);
+    assert_eq!(r.evict.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["stuck"]);
+    // A pod that fits nowhere does not keep a broken node (it is not running anyway): the node
+    // goes, the pod comes back pending for a scale-up, and no other node goes in that loop.
+    let mut crowded = w.clone();
+    crowded.nodes.push(node_for("spot-ng", 3, &m5_large()));
+    crowded.pods.push(pod("default", "huge", "1900m", "1Gi", Some("ip-spot-ng-2")));
+    crowded.pods.push(pod("default", "small", "200m", "256Mi", Some("ip-spot-ng-3")));
+    let input = build(crowded.objects(), vec![group("spot-ng", 1, 5, 4, vec![m5_large()])], &[], None);
+    let p = decide(&input, &settings(), &p0.history, at(900));
+    let p = decide(&input, &settings(), &p.history, at(1800));
+    assert_eq!(p.remove.len(), 1, "{p:#?}");
+    let mut evicted: Vec<&str> = p.remove[0].evict.iter().map(|p| p.name.as_str()).collect();
+    evicted.sort();
+    assert_eq!((p.remove[0].node.as_str(), evicted), ("ip-spot-ng-2", vec!["huge", "stuck"]));
+    let quiet_waits = p.waiting.iter().find(|(n, _)| n == "ip-spot-ng-3").map(|(_, w)| w.as_str());
+    assert!(quiet_waits.is_some_and(|w| w.contains("need the capacity first")), "{p:#?}");
+    // Never below the group's minimum.
+    let input = build(w.objects(), vec![group("spot-ng", 3, 5, 3, vec![m5_large()])], &[], None);
+    let p2 = decide(&input, &settings(), &p0.history, at(900));
+    assert!(p2.remove.is_empty());
+    assert!(p2.waiting.iter().any(|(n, w)| n == "ip-spot-ng-2" && w.contains("minimum")), "{:?}", p2.waiting);
+    // A pool may wait longer.
+    let mut slow = w.clone();
+    slow.pools = vec![pool(
+        "spot-ng",
+        serde_json::json!({"autoScalingGroup": {"discovery": {"clusterName": "demo"}}, "scaleDown": {"unreadyTime": "1h"}}),
+    )];
+    let input = build(slow.objects(), vec![g()], &[], None);
+    assert!(decide(&input, &settings(), &p0.history, at(900)).remove.is_empty());
+}
+
+/// A NotReady node registered within the provisioning time is still booting: it counts as
+/// upcoming capacity (a pending pod waits for it) and is no removal candidate. Past that time
+/// it is broken: the pending pod gets a new node instead.
+#[test]
+fn booting_nodes_are_upcoming_and_broken_ones_are_not() {
+    let mut w = World { pools: vec![discovery_pool("spot-ng", None)], ..World::default() };
+    w.nodes.push(node_for("spot-ng", 0, &m5_large()));
+    w.nodes.push(node_for("spot-ng", 1, &m5_large()));
+    w.pods.push(pod("default", "full", "1800m", "1Gi", Some("ip-spot-ng-0")));
+    w.pods.push(pod("default", "waiting", "1", "1Gi", None));
+    let booting = not_ready(w.nodes[1].clone(), at(-120), at(-120));
+    let broken = not_ready(w.nodes[1].clone(), at(-3600), at(-1800));
+    let g = || group("spot-ng", 1, 5, 2, vec![m5_large()]);
+    w.nodes[1] = booting;
+    let p = decide(&build(w.objects(), vec![g()], &[], None), &settings(), &History::default(), at(0));
+    assert!(p.scale_up.is_empty(), "{p:#?}");
+    assert_eq!(p.fits_existing.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["waiting"]);
+    assert!(p.unready.is_empty() && p.remove.is_empty(), "{p:#?}");
+    w.nodes[1] = broken;
+    let p = decide(&build(w.objects(), vec![g()], &[], None), &settings(), &History::default(), at(0));
+    assert_eq!(p.scale_up.len(), 1, "{p:#?}");
+    assert_eq!((p.scale_up[0].from, p.scale_up[0].to), (2, 3));
+    // The loop scales up, so the broken node's removal waits for a later loop.
+    assert!(p.remove.is_empty());
+}
+
+/// A scale-up that arrives is not reverted because an older node of the group is broken: the
+/// broken node counts as arrived (scale-down removes it, with its rules), and a timeout never
+/// terminates it.
+#[test]
+fn a_broken_node_does_not_time_out_a_scale_up() {
+    let mut w = World { pools: vec![discovery_pool("spot-ng", None)], ..World::default() };
+    w.nodes.push(not_ready(node_for("spot-ng", 0, &m5_large()), at(-7200), at(0)));
+    w.pods.push(pod("default", "p", "1", "1Gi", None));
+    let mut g = group("spot-ng", 1, 5, 1, vec![m5_large()]);
+    let p0 = decide(&build(w.objects(), vec![g.clone()], &[], None), &settings(), &History::default(), at(0));
+    assert_eq!((p0.scale_up[0].from, p0.scale_up[0].to), (1, 2));
+    // The new node arrives and takes the pod; the broken one stays broken.
+    g.desired = 2;
+    g.instances.push(instance("spot-ng", 1, InstanceState::Running));
+    w.nodes.push(node_for("spot-ng", 1, &m5_large()));
+    w.pods[0] = pod("default", "p", "1", "1Gi", Some("ip-spot-ng-1"));
+    let p1 = decide(&build(w.objects(), vec![g.clone()], &[], None), &settings(), &p0.history, at(60 * 16));
+    assert!(p1.reverts.is_empty(), "{:?}", p1.reverts);
+    assert!(p1.history.requests.is_empty(), "the request is done: {:?}", p1.history.requests);
+    assert!(p1.history.backed_off("spot-ng", at(60 * 16)).is_none());
+}

@@ -13,7 +13,6 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use clap::Parser;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
@@ -54,31 +53,9 @@ async fn main() {
     .unwrap();
     Api::<NodePool>::all(client.clone()).create(&PostParams::default(), &pool).await.unwrap();
 
-    let kubeconfig = std::env::temp_dir().join(format!("omniscale-bench-latency-{}.kubeconfig", std::process::id()));
-    std::fs::write(&kubeconfig, sim.kubeconfig()).unwrap();
-    let cli = omniscale_operator::cli::Cli::try_parse_from([
-        "omniscale",
-        "run",
-        "--kubeconfig",
-        kubeconfig.to_str().unwrap(),
-        "--pod-name",
-        "bench",
-        "--http-addr",
-        "127.0.0.1:0",
-        "--disable-webhook",
-        "--max-node-provision-time",
-        "10h",
-    ])
-    .unwrap();
-    let omniscale_operator::cli::Command::Run(args) = cli.command else { panic!("run args") };
-    let stop = tokio_util::sync::CancellationToken::new();
     let sim_cloud = Arc::new(SimCloud::new(sim.world.clone(), sim.cluster.shared.clock.clone()));
-    let operator = tokio::spawn(omniscale_operator::run::run_in(
-        *args,
-        stop.clone(),
-        sim.cluster.shared.clock.clone(),
-        Some(sim_cloud.clone() as Arc<dyn omniscale_nodes::CloudProvider>),
-    ));
+    let operator =
+        support::Operator::start(&sim, "bench-latency", &["--max-node-provision-time", "10h"], sim_cloud.clone());
 
     // When each pod was first seen unschedulable, by the deployment it belongs to.
     let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
@@ -134,7 +111,6 @@ async fn main() {
         json!({"bench": "scale_up_latency", "trials": TRIALS, "p50_ms": pct(0.5), "p90_ms": pct(0.9),
                "p99_ms": pct(0.99), "max_ms": latencies.last()})
     );
-    stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(5), operator).await;
+    operator.stop().await;
     sim.shutdown().await;
 }

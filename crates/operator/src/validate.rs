@@ -202,7 +202,11 @@ pub fn nodepool_ready(pool: &NodePool, all: &[&NodePool]) -> ConditionUpdate {
         if !(0.0..=1.0).contains(&sd.utilization_threshold) {
             problems.push(format!("scaleDown.utilizationThreshold {} must be within 0..1", sd.utilization_threshold));
         }
-        for (field, value) in [("unneededTime", &sd.unneeded_time), ("delayAfterAdd", &sd.delay_after_add)] {
+        for (field, value) in [
+            ("unneededTime", &sd.unneeded_time),
+            ("delayAfterAdd", &sd.delay_after_add),
+            ("unreadyTime", &sd.unready_time),
+        ] {
             if let Err(e) = parse_duration(value) {
                 problems.push(format!("scaleDown.{field}: {e}"));
             }

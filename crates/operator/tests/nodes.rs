@@ -7,14 +7,12 @@
 
 mod support;
 
-use clap::Parser;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use omniscale_api::NodePool;
-use omniscale_operator::cli::{Cli, Command};
 use omniscale_operator::cloud::SimCloud;
 use omniscale_sim::control::World;
 use omniscale_sim::runtime::{self, SimOptions};
@@ -66,8 +64,8 @@ fn asg(world: &Mutex<World>) -> (u32, usize) {
     (g.desired_capacity, live)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn nginx_walkthrough_scales_up_and_back_with_safe_drains() {
+/// The nginx-test scenario's cluster and cloud (spot-ng at one node) at 60x, with a client.
+async fn nginx_sim() -> (runtime::Running, kube::Client) {
     omniscale_operator::install_crypto_provider();
     let sc = Scenario::from_yaml(&std::fs::read_to_string(example("sim/scenario.yaml")).unwrap()).unwrap();
     let mut world = World::default();
@@ -75,6 +73,12 @@ async fn nginx_walkthrough_scales_up_and_back_with_safe_drains() {
     world.asgs = sc.cloud.as_ref().map(|c| c.auto_scaling_groups.clone()).unwrap();
     let sim = runtime::start(SimOptions { speed: 60.0, ..SimOptions::default() }, world).await.unwrap();
     let client = support::prepared_client(&sim).await;
+    (sim, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nginx_walkthrough_scales_up_and_back_with_safe_drains() {
+    let (sim, client) = nginx_sim().await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
 
@@ -96,29 +100,8 @@ async fn nginx_walkthrough_scales_up_and_back_with_safe_drains() {
     let pinned_node = running_on(&pinned).unwrap();
     let pinned_uid = pinned.metadata.uid.clone().unwrap();
 
-    let kubeconfig = std::env::temp_dir().join(format!("omniscale-nodes-{}.kubeconfig", std::process::id()));
-    std::fs::write(&kubeconfig, sim.kubeconfig()).unwrap();
-    let cli = Cli::try_parse_from([
-        "omniscale",
-        "run",
-        "--kubeconfig",
-        kubeconfig.to_str().unwrap(),
-        "--pod-name",
-        "test",
-        "--http-addr",
-        "127.0.0.1:0",
-        "--disable-webhook",
-    ])
-    .unwrap();
-    let Command::Run(args) = cli.command else { panic!("run args") };
-    let stop = tokio_util::sync::CancellationToken::new();
     let cloud = Arc::new(SimCloud::new(sim.world.clone(), sim.cluster.shared.clock.clone()));
-    let operator = tokio::spawn(omniscale_operator::run::run_in(
-        *args,
-        stop.clone(),
-        sim.cluster.shared.clock.clone(),
-        Some(cloud.clone() as Arc<dyn omniscale_nodes::CloudProvider>),
-    ));
+    let operator = support::Operator::start(&sim, "nodes", &[], cloud.clone());
     let pool: NodePool = serde_yaml::from_str(&std::fs::read_to_string(example("nodepool.yaml")).unwrap()).unwrap();
     let pool_api: Api<NodePool> = Api::all(client.clone());
     pool_api.create(&PostParams::default(), &pool).await.unwrap();
@@ -260,8 +243,7 @@ async fn nginx_walkthrough_scales_up_and_back_with_safe_drains() {
         .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()).is_some_and(|n| n.starts_with("guard-")))
         .count();
     assert!(guard_evictions >= 1, "the PDB-guarded pods were drained through the Eviction API");
-    stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(5), operator).await;
+    operator.stop().await;
     sim.shutdown().await;
 }
 
@@ -276,4 +258,63 @@ async fn node_names(client: &kube::Client) -> Vec<String> {
 
 async fn node_count(client: &kube::Client) -> usize {
     node_names(client).await.len()
+}
+
+/// A node whose kubelet stops reporting is removed once the pool's `unreadyTime` has passed
+/// (and it is past its boot time), its pods are evicted, and the group gets a replacement node
+/// for them through an ordinary scale-up, so every pod runs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broken_node_is_replaced() {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::api::{Patch, PatchParams};
+    let (sim, client) = nginx_sim().await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let nodes: Api<Node> = Api::all(client.clone());
+    eventually("the first spot-ng node", 30, || async { node_count(&client).await == 1 }).await;
+
+    let cloud = Arc::new(SimCloud::new(sim.world.clone(), sim.cluster.shared.clock.clone()));
+    let operator = support::Operator::start(&sim, "broken", &["--max-node-provision-time", "5m"], cloud);
+    let mut pool: NodePool = serde_yaml::from_str(&std::fs::read_to_string(example("nodepool.yaml")).unwrap()).unwrap();
+    pool.spec.scale_down.as_mut().unwrap().unready_time = "2m".into();
+    Api::<NodePool>::all(client.clone()).create(&PostParams::default(), &pool).await.unwrap();
+    // Four 500m pods: a t3.small takes three, so the group grows to two nodes.
+    let web: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "c", "image": "nginx",
+                                       "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}}}]}}}
+    }))
+    .unwrap();
+    Api::<Deployment>::namespaced(client.clone(), "default").create(&PostParams::default(), &web).await.unwrap();
+    let all_running = || async {
+        let list = pods.list(&ListParams::default().labels("app=web")).await.unwrap().items;
+        list.iter().filter(|p| running_on(p).is_some()).count() == 4
+    };
+    eventually("all 4 web pods running", 60, all_running).await;
+    let before = node_names(&client).await;
+    assert_eq!(before.len(), 2, "{before:?}");
+    let first = pods.list(&ListParams::default()).await.unwrap().items;
+    // Break the node that holds the fewest web pods (the one the scale-up added).
+    let count_on = |n: &str| first.iter().filter(|p| running_on(p).as_deref() == Some(n)).count();
+    let broken = before.iter().min_by_key(|n| count_on(n)).unwrap().clone();
+    let status = json!({"status": {"conditions": [{"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
+        "message": "Kubelet stopped posting node status.",
+        "lastHeartbeatTime": sim.cluster.now().to_string(), "lastTransitionTime": sim.cluster.now().to_string()}]}});
+    nodes.patch_status(&broken, &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+
+    eventually("the broken node removed", 90, || async { !node_names(&client).await.contains(&broken) }).await;
+    eventually("all 4 web pods running again", 90, all_running).await;
+    let after = node_names(&client).await;
+    assert_eq!(after.len(), 2, "a replacement node joined: {after:?}");
+    assert_eq!(asg(&sim.world), (2, 2));
+    let events = Api::<Event>::all(client.clone()).list(&ListParams::default()).await.unwrap().items;
+    let removal = events.iter().find(|e| {
+        e.reason.as_deref() == Some("ScaleDown")
+            && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(broken.as_str())
+    });
+    let note = removal.and_then(|e| e.note.clone()).unwrap_or_default();
+    assert!(note.contains("not ready"), "ScaleDown event on the broken node: {note:?}");
+    operator.stop().await;
+    sim.shutdown().await;
 }

@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_autoscaling::types::{LaunchTemplateSpecification, LifecycleState, Tag};
 use aws_sdk_ec2::types::{InstanceType, RequestLaunchTemplateData};
-use clap::Parser;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::events::v1::Event;
@@ -29,7 +28,6 @@ use omniscale_api::NodePool;
 use omniscale_aws::{AwsProvider, Options};
 use omniscale_nodes::provider::BoxFuture;
 use omniscale_nodes::{CloudProvider, GroupSource, NodeGroup, ProviderError, TO_BE_DELETED_TAINT};
-use omniscale_operator::cli::{Cli, Command};
 use omniscale_sim::control::World;
 use omniscale_sim::runtime::{self, SimOptions};
 use serde_json::json;
@@ -396,29 +394,7 @@ async fn the_same_operator_against_moto_changes_desired_capacity_the_same_way() 
         inner: AwsProvider::new(&sdk, Options { refresh_interval: Duration::from_millis(500), ..Options::default() }),
         calls: log.clone(),
     };
-    let kubeconfig = std::env::temp_dir().join(format!("omniscale-nodes-moto-{}.kubeconfig", std::process::id()));
-    std::fs::write(&kubeconfig, sim.kubeconfig()).unwrap();
-    let argv = [
-        "omniscale",
-        "run",
-        "--kubeconfig",
-        kubeconfig.to_str().unwrap(),
-        "--pod-name",
-        "test",
-        "--http-addr",
-        "127.0.0.1:0",
-        "--webhook-addr",
-        "127.0.0.1:0",
-        "--disable-webhook",
-    ];
-    let Command::Run(args) = Cli::try_parse_from(argv).unwrap().command else { panic!("run args") };
-    let stop = CancellationToken::new();
-    let operator = tokio::spawn(omniscale_operator::run::run_in(
-        *args,
-        stop.clone(),
-        sim.cluster.shared.clock.clone(),
-        Some(Arc::new(provider) as Arc<dyn CloudProvider>),
-    ));
+    let operator = support::Operator::start(&sim, "nodes-moto", &[], Arc::new(provider));
 
     // Scale-up: desired 1 → 4, the three new instances join, all ten pods run.
     eventually("all 10 nginx pods Running on bridge nodes", Duration::from_secs(20), || async {
@@ -542,11 +518,9 @@ async fn the_same_operator_against_moto_changes_desired_capacity_the_same_way() 
     })
     .await;
 
-    stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(5), operator).await;
+    operator.stop().await;
     stop_bridge.cancel();
     let _ = bridge.await;
-    let _ = std::fs::remove_file(&kubeconfig);
     sim.shutdown().await;
     let took = started.elapsed();
     assert!(took < Duration::from_secs(60), "took {took:?}");

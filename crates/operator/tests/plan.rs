@@ -579,3 +579,41 @@ items:
     assert!(table.contains("1 nvidia.com/gpu"), "{table}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A NotReady node is reported with since when, waits the pool's unreadyTime, then goes (its
+/// pods evicted) whatever its utilisation.
+#[test]
+fn a_not_ready_node_is_removed_after_unready_time() {
+    let text = std::fs::read_to_string(nginx("scale-down.yaml")).unwrap();
+    let (head, tail) = text.split_once("name: ip-10-0-2-41.ec2.internal").unwrap();
+    let tail = tail.replacen(
+        r#"{type: Ready, status: "True", lastTransitionTime: "2026-01-01T11:00:00Z"}"#,
+        r#"{type: Ready, status: "Unknown", lastTransitionTime: "2026-01-01T12:00:00Z"}"#,
+        1,
+    );
+    let text = format!("{head}name: ip-10-0-2-41.ec2.internal{tail}");
+    let dir = std::env::temp_dir().join(format!("omniscale-plan-unready-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = write(&dir, "scale-down.yaml", &text);
+    let node = |now: &str| {
+        let v = plan_json(&["--now", now, &f]);
+        let nodes = pool(&v, "spot-ng")["scaleDown"]["nodes"].as_array().unwrap().clone();
+        nodes.into_iter().find(|n| n["name"] == "ip-10-0-2-41.ec2.internal").unwrap()
+    };
+    let n = node("2026-01-01T12:10:00Z");
+    assert_eq!(n["notReadySince"], "2026-01-01T12:00:00Z", "{n}");
+    assert_eq!(n["removable"], false);
+    let wait = n["waitingFor"].as_str().unwrap();
+    assert!(wait.starts_with("not ready for 10m, removal after 20m") && wait.contains("unreadyTime"), "{wait}");
+    let n = node("2026-01-01T12:20:00Z");
+    assert_eq!(
+        (n["removable"].as_bool(), &n["evict"]),
+        (Some(true), &serde_json::json!(["default/nginx-7c5ddbdf54-9dmwl"]))
+    );
+    let table = plan::run(&args(&["--now", "2026-01-01T12:20:00Z", &f])).unwrap();
+    assert!(
+        table.contains("node ip-10-0-2-41.ec2.internal not ready (evicts default/nginx-7c5ddbdf54-9dmwl), removed now"),
+        "{table}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

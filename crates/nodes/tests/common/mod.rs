@@ -160,3 +160,16 @@ impl World {
 pub fn settings() -> Settings {
     Settings::default()
 }
+
+/// Marks a node NotReady since `since`, registered at `registered` (both timestamps).
+pub fn not_ready(mut n: core::Node, registered: jiff::Timestamp, since: jiff::Timestamp) -> core::Node {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    n.metadata.creation_timestamp = Some(Time(registered));
+    let conditions = n.status.as_mut().unwrap().conditions.as_mut().unwrap();
+    for c in conditions.iter_mut().filter(|c| c.type_ == "Ready") {
+        c.status = "Unknown".into();
+        c.reason = Some("NodeStatusUnknown".into());
+        c.last_transition_time = Some(Time(since));
+    }
+    n
+}

@@ -4,6 +4,8 @@
 //! 10 s for up to 2 minutes, then the removal is abandoned and the taint lifted), wait for the
 //! pods to go, then terminate the instance with `ShouldDecrementDesiredCapacity` so the group
 //! does not replace it. The Node object is left to the cloud's node lifecycle, as upstream.
+//! A NotReady node's pods are evicted but not waited for: no kubelet is there to stop them, and
+//! they go with the Node object.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +16,7 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::Store;
 use kube::{Api, ResourceExt};
 use omniscale_nodes::decide::Removal as Planned;
+use omniscale_nodes::scaledown::RemovalReason;
 use omniscale_nodes::{CloudProvider, TO_BE_DELETED_TAINT};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -57,20 +60,25 @@ impl Removal {
     async fn remove(&self) -> Result<(), String> {
         let r = &self.removal;
         set_taint(&self.ctx, &r.node, true).await?;
-        let empty = r.evict.is_empty();
         for p in &r.evict {
             self.evict(&p.namespace, &p.name).await?;
         }
-        if !empty {
+        if !r.evict.is_empty() && r.reason != RemovalReason::Unready {
             self.wait_for_pods().await;
         }
         self.provider.terminate_instance(&r.group, &r.instance).await.map_err(|e| e.to_string())?;
-        let how = if empty { "empty".to_owned() } else { format!("drained {} pods", r.evict.len()) };
+        let how = match (r.reason, r.evict.len()) {
+            (RemovalReason::Unready, n) => format!("not ready, {n} pods evicted"),
+            (_, 0) => "empty".to_owned(),
+            (_, n) => format!("drained {n} pods"),
+        };
         info!(node = %r.node, group = %r.group, instance = %r.instance, %how, "node removed");
         let m = &self.ctx.metrics.nodes;
-        let reason = if empty { "empty" } else { "underutilized" };
         m.scaled_down_nodes_total
-            .get_or_create(&crate::metrics::GroupReasonLabels { node_group: r.group.clone(), reason: reason.into() })
+            .get_or_create(&crate::metrics::GroupReasonLabels {
+                node_group: r.group.clone(),
+                reason: r.reason.as_str().into(),
+            })
             .inc();
         self.node_event(
             EventType::Normal,

@@ -415,13 +415,12 @@ fn pool_json(pi: usize, s: &PoolSummary, input: &Input, plan: &Plan) -> Value {
     let snap = &input.snapshot;
     let members: Vec<&input::Group> = input.groups.iter().filter(|g| g.pool == pi).collect();
     let desired_now: u32 = members.iter().map(|g| g.group.desired).sum();
-    // The pool's ready nodes, by name, with their group.
+    // The pool's registered nodes, by name, with their group.
     let group_of: HashMap<&str, &str> = members
         .iter()
         .flat_map(|g| {
-            g.nodes
-                .iter()
-                .filter_map(|(id, _)| Some((snap.nodes.get(*id as usize)?.name.as_str(), g.group.name.as_str())))
+            let ids = g.nodes.iter().map(|(id, _)| *id).chain(g.unready.iter().map(|u| u.node));
+            ids.filter_map(|id| Some((snap.nodes.get(id as usize)?.name.as_str(), g.group.name.as_str())))
         })
         .collect();
     let ups: Vec<Value> = plan
@@ -432,10 +431,10 @@ fn pool_json(pi: usize, s: &PoolSummary, input: &Input, plan: &Plan) -> Value {
         .collect();
     let added: u32 = plan.scale_up.iter().filter(|r| r.pool == s.name).map(|r| r.to.saturating_sub(r.from)).sum();
     let pdb_free = vec![i64::MAX; snap.pdbs.len()];
-    let down_nodes: Vec<Value> = plan
-        .unneeded
-        .iter()
-        .filter_map(|(node, since)| {
+    let unneeded = plan.unneeded.iter().map(|(n, t)| (n, t, false));
+    let down_nodes: Vec<Value> = unneeded
+        .chain(plan.unready.iter().map(|(n, t)| (n, t, true)))
+        .filter_map(|(node, since, unready)| {
             let group = *group_of.get(node.as_str())?;
             let removal = plan.remove.iter().find(|r| &r.node == node);
             let evict: Vec<String> = match removal {
@@ -450,13 +449,15 @@ fn pool_json(pi: usize, s: &PoolSummary, input: &Input, plan: &Plan) -> Value {
                     .collect(),
             };
             let mut v = json!({"name": node, "group": group, "empty": evict.is_empty(), "evict": evict,
-                               "unneededSince": since.to_string(), "removable": removal.is_some()});
+                               "removable": removal.is_some()});
+            v[if unready { "notReadySince" } else { "unneededSince" }] = json!(since.to_string());
             if removal.is_none() {
                 let why = plan.waiting.iter().find(|(n, _)| n == node).map(|(_, w)| w.clone());
                 let why = match why {
                     Some(w) if w.starts_with("unneeded for") => {
                         format!("{w} (spec.scaleDown.unneededTime; offline, a node is unneeded since --now)")
                     }
+                    Some(w) if w.starts_with("not ready for") => format!("{w} (spec.scaleDown.unreadyTime)"),
                     Some(w) => w,
                     None => "not removed this loop".to_owned(),
                 };
@@ -617,9 +618,10 @@ pub fn table(plan: &Value) -> String {
         for n in &nodes {
             let evict: Vec<String> = n["evict"].as_array().into_iter().flatten().map(str_of).collect();
             let what = if evict.is_empty() { "empty".to_owned() } else { format!("evicts {}", evict.join(", ")) };
+            let state = if n["notReadySince"].is_string() { "not ready" } else { "unneeded" };
             let line = match n["waitingFor"].as_str() {
-                Some(w) => format!("node {} unneeded ({what}), waits: {w}", str_of(&n["name"])),
-                None => format!("node {} unneeded ({what}), removed now", str_of(&n["name"])),
+                Some(w) => format!("node {} {state} ({what}), waits: {w}", str_of(&n["name"])),
+                None => format!("node {} {state} ({what}), removed now", str_of(&n["name"])),
             };
             push(4, line);
         }

@@ -1,5 +1,6 @@
 //! Setup shared by the tests (and benchmarks) that run the operator against a simulated cluster.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Each test binary uses part of it.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -18,4 +19,51 @@ pub async fn prepared_client(sim: &Running) -> kube::Client {
     let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": "omniscale-system"}})).unwrap();
     Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
     client
+}
+
+/// `omniscale run` against the simulated cluster on its clock, as the node tests start it: no
+/// webhook, ephemeral ports, and `cloud` as the node shell's provider.
+pub struct Operator {
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<omniscale_operator::Result<()>>,
+    kubeconfig: std::path::PathBuf,
+}
+
+impl Operator {
+    /// Starts it with `extra` flags appended; `name` keeps concurrent tests' kubeconfigs apart.
+    pub fn start(
+        sim: &Running,
+        name: &str,
+        extra: &[&str],
+        cloud: std::sync::Arc<dyn omniscale_nodes::CloudProvider>,
+    ) -> Operator {
+        use clap::Parser;
+        let kubeconfig = std::env::temp_dir().join(format!("omniscale-{name}-{}.kubeconfig", std::process::id()));
+        std::fs::write(&kubeconfig, sim.kubeconfig()).unwrap();
+        let mut argv = vec![
+            "omniscale",
+            "run",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--pod-name",
+            name,
+            "--http-addr",
+            "127.0.0.1:0",
+            "--disable-webhook",
+        ];
+        argv.extend_from_slice(extra);
+        let cli = omniscale_operator::cli::Cli::try_parse_from(argv).unwrap();
+        let omniscale_operator::cli::Command::Run(args) = cli.command else { panic!("run args") };
+        let stop = tokio_util::sync::CancellationToken::new();
+        let clock = sim.cluster.shared.clock.clone();
+        let task = tokio::spawn(omniscale_operator::run::run_in(*args, stop.clone(), clock, Some(cloud)));
+        Operator { stop, task, kubeconfig }
+    }
+
+    /// Stops it, waits (briefly) for it to step down, and removes its kubeconfig.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.task).await;
+        let _ = std::fs::remove_file(&self.kubeconfig);
+    }
 }
