@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
+use omniscale_cluster::NodeId;
 
 use crate::history::{History, ScaleUpRequest};
 use crate::input::{Input, Settings};
@@ -93,6 +94,11 @@ pub struct Plan {
     pub waiting: Vec<(String, String)>,
     /// Nodes above the utilisation threshold.
     pub utilized: Vec<(String, f64)>,
+    /// Unneeded nodes to mark with the soft `DeletionCandidateOfClusterAutoscaler:PreferNoSchedule`
+    /// taint, so the scheduler prefers other nodes for new pods; and marked nodes no longer
+    /// unneeded, to unmark. At most `max_bulk_soft_taint` of each per loop.
+    pub soft_taint: Vec<String>,
+    pub soft_untaint: Vec<String>,
     pub pools: Vec<PoolSummary>,
     pub history: History,
 }
@@ -154,6 +160,22 @@ pub fn decide(input: &Input, settings: &Settings, history: &History, now: Timest
         plan.blocked = down.blocked.iter().map(|(n, w)| (node(*n), w.clone())).collect();
         plan.waiting = down.waiting.iter().map(|(n, w)| (node(*n), w.clone())).collect();
         plan.utilized = down.utilized.iter().map(|(n, u)| (node(*n), *u)).collect();
+        let removed: Vec<NodeId> = down.remove.iter().map(|r| r.node).collect();
+        let unneeded: Vec<NodeId> = down.unneeded.iter().map(|(n, _)| *n).collect();
+        let marked = |n: &NodeId| input.soft_tainted.contains(n);
+        plan.soft_taint = unneeded
+            .iter()
+            .filter(|n| !marked(n) && !removed.contains(n))
+            .take(settings.max_bulk_soft_taint)
+            .map(|n| node(*n))
+            .collect();
+        plan.soft_untaint = input
+            .soft_tainted
+            .iter()
+            .filter(|n| !unneeded.contains(n) && !removed.contains(n))
+            .take(settings.max_bulk_soft_taint)
+            .map(|n| node(*n))
+            .collect();
         plan.remove = down
             .remove
             .iter()

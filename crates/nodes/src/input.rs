@@ -48,6 +48,8 @@ pub struct Settings {
     pub max_drain_parallelism: usize,
     /// `--scale-down-delay-after-failure` (3m).
     pub scale_down_delay_after_failure: SignedDuration,
+    /// Soft deletion-candidate taints added or lifted per loop (`--max-bulk-soft-taint-count`).
+    pub max_bulk_soft_taint: usize,
 }
 
 impl Default for Settings {
@@ -59,6 +61,7 @@ impl Default for Settings {
             max_empty_bulk_delete: 10,
             max_drain_parallelism: 1,
             scale_down_delay_after_failure: SignedDuration::from_mins(3),
+            max_bulk_soft_taint: 10,
         }
     }
 }
@@ -229,6 +232,8 @@ pub struct Input {
     pub keep: HashMap<NodeId, String>,
     /// Registered nodes of the cluster (ready or not), for `--max-nodes-total`.
     pub cluster_nodes: u32,
+    /// Nodes carrying the soft `DeletionCandidateOfClusterAutoscaler` taint.
+    pub soft_tainted: Vec<NodeId>,
     /// Objects that could not be read, with why (they are left out, never fatal).
     pub skipped: Vec<String>,
 }
@@ -289,6 +294,7 @@ pub fn build(objects: Objects<'_>, groups: Vec<NodeGroup>, protected: &[String],
     let mut ready_of: Vec<Vec<(NodeId, String)>> = vec![Vec::new(); groups.len()];
     let mut unready_of: Vec<Vec<UnreadyNode>> = vec![Vec::new(); groups.len()];
     let mut node_group = HashMap::new();
+    let mut soft_tainted = Vec::new();
     for n in objects.nodes {
         let name = n.metadata.name.clone().unwrap_or_default();
         let provider = n.spec.as_ref().and_then(|s| s.provider_id.as_deref()).and_then(instance_id);
@@ -328,6 +334,9 @@ pub fn build(objects: Objects<'_>, groups: Vec<NodeGroup>, protected: &[String],
                 let taints = n.spec.as_ref().and_then(|s| s.taints.as_ref());
                 if taints.is_some_and(|t| t.iter().any(|t| t.key == crate::TO_BE_DELETED_TAINT)) {
                     keep.insert(id, "node is already being removed".to_owned());
+                }
+                if taints.is_some_and(|t| t.iter().any(|t| t.key == crate::DELETION_CANDIDATE_TAINT)) {
+                    soft_tainted.push(id);
                 }
             }
             Err(e) => skipped.push(e.to_string()),
@@ -406,6 +415,7 @@ pub fn build(objects: Objects<'_>, groups: Vec<NodeGroup>, protected: &[String],
         node_group,
         keep,
         cluster_nodes: objects.nodes.len() as u32,
+        soft_tainted,
         skipped,
     }
 }

@@ -229,16 +229,22 @@ fn provisioning_timeout_and_failed_activity() {
     assert!(failed.reverts[0].reason.contains("InsufficientInstanceCapacity"));
 }
 
-/// Scale-down: an empty node goes after unneededTime; not during delayAfterAdd; never below
-/// the group's minimum; a node with pods is drained (its pods listed for eviction).
-#[test]
-fn scale_down_timers_and_minimum() {
+/// spot-ng's three t3.small nodes after a quiet spell: 0 holds pod a, 1 holds pod b, 2 is empty.
+fn quiet_spot_ng() -> World {
     let mut w = World { pools: vec![discovery_pool("spot-ng", None)], ..World::default() };
     for k in 0..3 {
         w.nodes.push(node_for("spot-ng", k, &t3_small()));
     }
     w.pods.push(pod("default", "a", "500m", "512Mi", Some("ip-spot-ng-0")));
     w.pods.push(pod("default", "b", "500m", "256Mi", Some("ip-spot-ng-1")));
+    w
+}
+
+/// Scale-down: an empty node goes after unneededTime; not during delayAfterAdd; never below
+/// the group's minimum; a node with pods is drained (its pods listed for eviction).
+#[test]
+fn scale_down_timers_and_minimum() {
+    let w = quiet_spot_ng();
     let input = build(w.objects(), vec![group("spot-ng", 1, 5, 3, vec![t3_small()])], &[], None);
     let p0 = decide(&input, &settings(), &History::default(), at(0));
     // Node 2 is empty; node 1's pod fits node 0; then node 0's pods have nowhere to go.
@@ -462,4 +468,41 @@ fn a_broken_node_does_not_time_out_a_scale_up() {
     assert!(p1.reverts.is_empty(), "{:?}", p1.reverts);
     assert!(p1.history.requests.is_empty(), "the request is done: {:?}", p1.history.requests);
     assert!(p1.history.backed_off("spot-ng", at(60 * 16)).is_none());
+}
+
+/// Unneeded nodes get the soft deletion-candidate taint, marked nodes that are needed again
+/// lose it, both capped per loop; a loop that scales up leaves the marks alone.
+#[test]
+fn soft_deletion_candidate_taints() {
+    let mut w = quiet_spot_ng();
+    let g = || group("spot-ng", 1, 5, 3, vec![t3_small()]);
+    let p = decide(&build(w.objects(), vec![g()], &[], None), &settings(), &History::default(), at(0));
+    assert_eq!(p.soft_taint, ["ip-spot-ng-2", "ip-spot-ng-1"]);
+    assert!(p.soft_untaint.is_empty());
+    // Node 2 is marked already; node 0 is marked but needed (its pods have nowhere to go).
+    let mark = |n: &mut k8s_openapi::api::core::v1::Node| {
+        n.spec.as_mut().unwrap().taints = Some(vec![k8s_openapi::api::core::v1::Taint {
+            key: omniscale_nodes::DELETION_CANDIDATE_TAINT.into(),
+            effect: "PreferNoSchedule".into(),
+            value: Some("1800000000".into()),
+            time_added: None,
+        }]);
+    };
+    mark(&mut w.nodes[0]);
+    mark(&mut w.nodes[2]);
+    let p = decide(&build(w.objects(), vec![g()], &[], None), &settings(), &History::default(), at(0));
+    assert_eq!(
+        (p.soft_taint.as_slice(), p.soft_untaint.as_slice()),
+        (&["ip-spot-ng-1".to_owned()][..], &["ip-spot-ng-0".to_owned()][..])
+    );
+    let capped = omniscale_nodes::input::Settings { max_bulk_soft_taint: 0, ..settings() };
+    let p = decide(&build(w.objects(), vec![g()], &[], None), &capped, &History::default(), at(0));
+    assert!(p.soft_taint.is_empty() && p.soft_untaint.is_empty());
+    // Pending pods that need a new node (one fits the empty node): the loop scales up and does
+    // not touch the marks.
+    w.pods.push(pod("default", "big-1", "1800m", "256Mi", None));
+    w.pods.push(pod("default", "big-2", "1800m", "256Mi", None));
+    let p = decide(&build(w.objects(), vec![g()], &[], None), &settings(), &History::default(), at(0));
+    assert_eq!(p.scale_up.len(), 1);
+    assert!(p.soft_taint.is_empty() && p.soft_untaint.is_empty(), "{p:#?}");
 }

@@ -335,6 +335,14 @@ impl Shell {
             }
         }
         self.events.retain(|_, (_, at)| at.elapsed() <= EVENT_DEDUP);
+        if !dry {
+            let marks = plan.soft_taint.iter().map(|n| (n, true)).chain(plan.soft_untaint.iter().map(|n| (n, false)));
+            for (node, on) in marks {
+                if let Err(e) = actuate::set_taint(&self.ctx, node, actuate::CANDIDATE, on).await {
+                    debug!(node = %node, error = %e, "deletion-candidate taint not updated; next loop retries");
+                }
+            }
+        }
         for r in &plan.remove {
             if self.removing.contains(&r.node) {
                 continue;

@@ -202,6 +202,16 @@ async fn nginx_walkthrough_scales_up_and_back_with_safe_drains() {
     .await;
     guard_armed.store(true, Ordering::SeqCst);
     deployments.delete("nginx", &DeleteParams::default()).await.unwrap();
+    eventually("an unneeded node marked as a deletion candidate", 30, || async {
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+        nodes.list(&ListParams::default()).await.unwrap().items.iter().any(|n| {
+            let taints = n.spec.as_ref().and_then(|s| s.taints.as_ref());
+            taints.is_some_and(|t| {
+                t.iter().any(|t| t.key == omniscale_nodes::DELETION_CANDIDATE_TAINT && t.effect == "PreferNoSchedule")
+            })
+        })
+    })
+    .await;
 
     eventually("spot-ng back to 1 node", 120, || async {
         let (desired, live) = asg(&sim.world);

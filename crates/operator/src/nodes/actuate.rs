@@ -17,7 +17,7 @@ use kube::runtime::reflector::Store;
 use kube::{Api, ResourceExt};
 use omniscale_nodes::decide::Removal as Planned;
 use omniscale_nodes::scaledown::RemovalReason;
-use omniscale_nodes::{CloudProvider, TO_BE_DELETED_TAINT};
+use omniscale_nodes::{CloudProvider, DELETION_CANDIDATE_TAINT, TO_BE_DELETED_TAINT};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -47,7 +47,7 @@ impl Removal {
             Ok(()) => true,
             Err(why) => {
                 warn!(node = %self.removal.node, reason = %why, "node removal abandoned");
-                if let Err(e) = set_taint(&self.ctx, &self.removal.node, false).await {
+                if let Err(e) = set_taint(&self.ctx, &self.removal.node, DELETION, false).await {
                     warn!(node = %self.removal.node, error = %e, "could not lift the deletion taint");
                 }
                 self.node_event(EventType::Warning, "ScaleDownFailed", &format!("failed to remove node: {why}")).await;
@@ -59,7 +59,7 @@ impl Removal {
 
     async fn remove(&self) -> Result<(), String> {
         let r = &self.removal;
-        set_taint(&self.ctx, &r.node, true).await?;
+        set_taint(&self.ctx, &r.node, DELETION, true).await?;
         for p in &r.evict {
             self.evict(&p.namespace, &p.name).await?;
         }
@@ -156,9 +156,17 @@ impl Removal {
     }
 }
 
-/// Adds or removes the deletion taint, with the node's resourceVersion as a precondition so a
-/// concurrent change to its taints is never overwritten (a conflict is re-read and retried).
-async fn set_taint(ctx: &Context, name: &str, on: bool) -> Result<(), String> {
+/// omniscale's own taints: (key, effect).
+pub(crate) type Mark = (&'static str, &'static str);
+/// Set before a node is drained: nothing new may land on it.
+const DELETION: Mark = (TO_BE_DELETED_TAINT, "NoSchedule");
+/// Set on unneeded nodes: new pods prefer other nodes.
+pub(crate) const CANDIDATE: Mark = (DELETION_CANDIDATE_TAINT, "PreferNoSchedule");
+
+/// Adds or removes one of omniscale's taints (its value: when, in Unix seconds), with the node's
+/// resourceVersion as a precondition so a concurrent change to its taints is never overwritten
+/// (a conflict is re-read and retried).
+pub(crate) async fn set_taint(ctx: &Context, name: &str, (key, effect): Mark, on: bool) -> Result<(), String> {
     let api: Api<Node> = Api::all(ctx.client.clone());
     let mut last = String::new();
     for _ in 0..3 {
@@ -168,19 +176,19 @@ async fn set_taint(ctx: &Context, name: &str, on: bool) -> Result<(), String> {
             Err(e) => return Err(e.to_string()),
         };
         let mut taints: Vec<Taint> = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
-        let has = taints.iter().any(|t| t.key == TO_BE_DELETED_TAINT);
+        let has = taints.iter().any(|t| t.key == key);
         if has == on {
             return Ok(());
         }
         if on {
             taints.push(Taint {
-                key: TO_BE_DELETED_TAINT.into(),
+                key: key.into(),
                 value: Some(ctx.clock.now().as_second().to_string()),
-                effect: "NoSchedule".into(),
+                effect: effect.into(),
                 time_added: None,
             });
         } else {
-            taints.retain(|t| t.key != TO_BE_DELETED_TAINT);
+            taints.retain(|t| t.key != key);
         }
         let patch =
             json!({"metadata": {"resourceVersion": node.metadata.resource_version}, "spec": {"taints": taints}});
@@ -207,7 +215,7 @@ pub(crate) async fn clear_stale_taints(ctx: &Context, nodes: &[Node], removing: 
         })
         .collect();
     for n in stale {
-        match set_taint(ctx, &n.name_any(), false).await {
+        match set_taint(ctx, &n.name_any(), DELETION, false).await {
             Ok(()) => info!(node = %n.name_any(), "lifted a deletion taint left by a previous leader"),
             Err(e) => warn!(node = %n.name_any(), error = %e, "could not lift a stale deletion taint"),
         }
