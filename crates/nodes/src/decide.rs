@@ -70,6 +70,8 @@ pub struct PoolSummary {
     pub cannot_grow: Option<String>,
     /// Group template problems.
     pub template_errors: Vec<String>,
+    /// Why nothing scales this loop: the cluster is unhealthy.
+    pub unhealthy: Option<String>,
 }
 
 /// Everything one loop decided.
@@ -99,6 +101,9 @@ pub struct Plan {
     /// unneeded, to unmark. At most `max_bulk_soft_taint` of each per loop.
     pub soft_taint: Vec<String>,
     pub soft_untaint: Vec<String>,
+    /// Set when too many nodes are broken to trust the cluster's state (a network partition,
+    /// a control-plane outage): nothing is added or removed until it recovers.
+    pub unhealthy: Option<String>,
     pub pools: Vec<PoolSummary>,
     pub history: History,
 }
@@ -115,6 +120,12 @@ pub fn decide(input: &Input, settings: &Settings, history: &History, now: Timest
         reverted = apply_reverts(input, &plan.reverts);
         &reverted
     };
+    plan.unhealthy = unhealthy(input, settings, now);
+    if plan.unhealthy.is_some() {
+        plan.pools = summaries(input, &plan, &history, now);
+        plan.history = history;
+        return plan;
+    }
     let up: ScaleUp = scaleup::scale_up(input, settings, &history, now);
     let snap = &input.snapshot;
     let pod = |p: omniscale_cluster::PodId| {
@@ -245,6 +256,22 @@ fn track(input: &Input, settings: &Settings, history: &mut History, now: Timesta
     reverts
 }
 
+/// Cluster Autoscaler's health gate: more than `ok_total_unready_count` broken nodes that are
+/// also more than `max_total_unready_percentage` of all nodes.
+fn unhealthy(input: &Input, settings: &Settings, now: Timestamp) -> Option<String> {
+    let booting = |r: &Option<Timestamp>| crate::input::booting(*r, now, settings.max_node_provision_time);
+    let broken = input.unready_registered.iter().filter(|r| !booting(r)).count() as u32;
+    let total = input.cluster_nodes;
+    let share = settings.max_total_unready_percentage;
+    (broken > settings.ok_total_unready_count && f64::from(broken) > share / 100.0 * f64::from(total)).then(|| {
+        format!(
+            "{broken} of {total} nodes are NotReady (more than {} and more than {share}%): the cluster is \
+             unhealthy, no node is added or removed until it recovers",
+            settings.ok_total_unready_count
+        )
+    })
+}
+
 fn apply_reverts(input: &Input, reverts: &[Revert]) -> Input {
     let mut out = input.clone();
     for r in reverts {
@@ -277,6 +304,7 @@ fn summaries(input: &Input, plan: &Plan, history: &History, now: Timestamp) -> V
         if let Err(e) = &g.template {
             s.template_errors.push(format!("{}: {e}", g.group.name));
         }
+        s.unhealthy.clone_from(&plan.unhealthy);
     }
     for (i, s) in out.iter_mut().enumerate() {
         let pool = &input.pools[i];

@@ -50,6 +50,11 @@ pub struct Settings {
     pub scale_down_delay_after_failure: SignedDuration,
     /// Soft deletion-candidate taints added or lifted per loop (`--max-bulk-soft-taint-count`).
     pub max_bulk_soft_taint: usize,
+    /// The cluster is too unhealthy to autoscale when more than this many nodes, and more than
+    /// `max_total_unready_percentage` of them, are broken (`--ok-total-unready-count`, 3).
+    pub ok_total_unready_count: u32,
+    /// `--max-total-unready-percentage` (45).
+    pub max_total_unready_percentage: f64,
 }
 
 impl Default for Settings {
@@ -62,6 +67,8 @@ impl Default for Settings {
             max_drain_parallelism: 1,
             scale_down_delay_after_failure: SignedDuration::from_mins(3),
             max_bulk_soft_taint: 10,
+            ok_total_unready_count: 3,
+            max_total_unready_percentage: 45.0,
         }
     }
 }
@@ -196,8 +203,13 @@ pub struct UnreadyNode {
 impl UnreadyNode {
     /// Registered recently enough to be still booting (Cluster Autoscaler's NotStarted).
     pub fn starting(&self, now: Timestamp, provision_time: SignedDuration) -> bool {
-        self.registered.is_some_and(|t| now.duration_since(t) < provision_time)
+        booting(self.registered, now, provision_time)
     }
+}
+
+/// Whether a NotReady node registered at `registered` may still be booting.
+pub fn booting(registered: Option<Timestamp>, now: Timestamp, provision_time: SignedDuration) -> bool {
+    registered.is_some_and(|t| now.duration_since(t) < provision_time)
 }
 
 impl Group {
@@ -234,6 +246,8 @@ pub struct Input {
     pub cluster_nodes: u32,
     /// Nodes carrying the soft `DeletionCandidateOfClusterAutoscaler` taint.
     pub soft_tainted: Vec<NodeId>,
+    /// Every NotReady node of the cluster (in a group or not), by registration time.
+    pub unready_registered: Vec<Option<Timestamp>>,
     /// Objects that could not be read, with why (they are left out, never fatal).
     pub skipped: Vec<String>,
 }
@@ -295,6 +309,7 @@ pub fn build(objects: Objects<'_>, groups: Vec<NodeGroup>, protected: &[String],
     let mut unready_of: Vec<Vec<UnreadyNode>> = vec![Vec::new(); groups.len()];
     let mut node_group = HashMap::new();
     let mut soft_tainted = Vec::new();
+    let mut unready_registered = Vec::new();
     for n in objects.nodes {
         let name = n.metadata.name.clone().unwrap_or_default();
         let provider = n.spec.as_ref().and_then(|s| s.provider_id.as_deref()).and_then(instance_id);
@@ -303,6 +318,10 @@ pub fn build(objects: Objects<'_>, groups: Vec<NodeGroup>, protected: &[String],
             continue;
         }
         let ready = node_ready(n);
+        let registered = n.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        if !ready {
+            unready_registered.push(registered);
+        }
         match snap.add_node_object(n) {
             Ok(id) => {
                 if !ready {
@@ -314,7 +333,6 @@ pub fn build(objects: Objects<'_>, groups: Vec<NodeGroup>, protected: &[String],
                         ready_of[gi].push((id, inst.to_owned()));
                         node_objects.push((gi, n));
                     } else {
-                        let registered = n.metadata.creation_timestamp.as_ref().map(|t| t.0);
                         let since = ready_condition(n).and_then(|c| c.last_transition_time.as_ref()).map(|t| t.0);
                         unready_of[gi].push(UnreadyNode {
                             node: id,
@@ -416,6 +434,7 @@ pub fn build(objects: Objects<'_>, groups: Vec<NodeGroup>, protected: &[String],
         keep,
         cluster_nodes: objects.nodes.len() as u32,
         soft_tainted,
+        unready_registered,
         skipped,
     }
 }

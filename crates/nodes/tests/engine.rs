@@ -506,3 +506,36 @@ fn soft_deletion_candidate_taints() {
     assert_eq!(p.scale_up.len(), 1);
     assert!(p.soft_taint.is_empty() && p.soft_untaint.is_empty(), "{p:#?}");
 }
+
+/// Cluster Autoscaler's health gate: with more than 3 nodes broken and more than 45% of all,
+/// nothing is added or removed (a partition must not turn into mass replacement); booting
+/// nodes do not count.
+#[test]
+fn an_unhealthy_cluster_is_not_scaled() {
+    let mut w = World { pools: vec![discovery_pool("spot-ng", None)], ..World::default() };
+    for k in 0..8 {
+        w.nodes.push(node_for("spot-ng", k, &m5_large()));
+    }
+    w.pods.push(pod("default", "waiting", "1900m", "1Gi", None));
+    for k in 0..4 {
+        w.pods.push(pod("default", &format!("busy-{k}"), "1900m", "1Gi", Some(&format!("ip-spot-ng-{k}"))));
+    }
+    for k in 4..8 {
+        w.nodes[k] = not_ready(w.nodes[k].clone(), at(-7200), at(-3600));
+    }
+    let g = || group("spot-ng", 1, 20, 8, vec![m5_large()]);
+    // 4 of 8 broken: more than 3, but 50% > 45%: unhealthy.
+    let p = decide(&build(w.objects(), vec![g()], &[], None), &settings(), &History::default(), at(0));
+    let why = p.unhealthy.as_deref().unwrap_or_default();
+    assert!(why.starts_with("4 of 8 nodes are NotReady"), "{p:#?}");
+    assert!(p.scale_up.is_empty() && p.remove.is_empty() && p.not_triggered.is_empty(), "{p:#?}");
+    assert_eq!(p.pools[0].unhealthy.as_deref(), Some(why));
+    // One of them just registered (booting): 3 broken, not more than 3: healthy again. The
+    // pending pod waits for the booting node; the three broken ones go.
+    w.nodes[7] = not_ready(w.nodes[7].clone(), at(-60), at(-60));
+    let p = decide(&build(w.objects(), vec![g()], &[], None), &settings(), &History::default(), at(0));
+    assert!(p.unhealthy.is_none(), "{p:#?}");
+    assert_eq!(p.fits_existing.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["waiting"]);
+    let removed: Vec<&str> = p.remove.iter().map(|r| r.node.as_str()).collect();
+    assert_eq!(removed, ["ip-spot-ng-4", "ip-spot-ng-5", "ip-spot-ng-6"], "{p:#?}");
+}

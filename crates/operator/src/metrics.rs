@@ -68,6 +68,8 @@ pub struct NodeMetrics {
     pub loop_duration_seconds: Histogram,
     /// Unix time of the last loop.
     pub last_activity: Gauge,
+    /// 0 while too many nodes are NotReady to autoscale.
+    pub cluster_safe_to_autoscale: Gauge,
 }
 
 impl NodeMetrics {
@@ -95,6 +97,11 @@ impl NodeMetrics {
         );
         r.register("loop_duration_seconds", "One node loop", self.loop_duration_seconds.clone());
         r.register("last_activity", "Unix time of the last node loop", self.last_activity.clone());
+        r.register(
+            "cluster_safe_to_autoscale",
+            "0 while too many nodes are NotReady to autoscale",
+            self.cluster_safe_to_autoscale.clone(),
+        );
     }
 }
 
@@ -115,6 +122,12 @@ fn node_metrics() -> NodeMetrics {
         scale_up_latency_seconds: Histogram::new(buckets),
         loop_duration_seconds: Histogram::new(buckets),
         last_activity: Gauge::default(),
+        cluster_safe_to_autoscale: {
+            // Safe until a loop finds otherwise.
+            let g = Gauge::default();
+            g.set(1);
+            g
+        },
     }
 }
 

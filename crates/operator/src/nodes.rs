@@ -240,6 +240,10 @@ impl Shell {
     fn observe(&self, input: &input::Input, plan: &Plan) {
         let m = &self.ctx.metrics.nodes;
         m.unneeded_nodes_count.set(plan.unneeded.len() as i64);
+        m.cluster_safe_to_autoscale.set(i64::from(plan.unhealthy.is_none()));
+        if let Some(why) = &plan.unhealthy {
+            warn!(reason = %why, "not autoscaling nodes");
+        }
         m.nodes_count.set(input.groups.iter().map(|g| g.nodes.len() as i64).sum());
         for g in &input.groups {
             let l = crate::metrics::GroupLabels { node_group: g.group.name.clone() };

@@ -23,6 +23,9 @@ pub fn can_scale_up(s: &PoolSummary) -> (&'static str, &'static str, String) {
     if s.groups.is_empty() {
         return ("False", "NoGroupsFound", "no Auto Scaling Group matches the pool's name or discovery tags".into());
     }
+    if let Some(why) = &s.unhealthy {
+        return ("False", "ClusterUnhealthy", why.clone());
+    }
     if !s.template_errors.is_empty() {
         return ("False", "TemplateError", s.template_errors.join("; "));
     }
@@ -120,5 +123,24 @@ pub async fn cloud_error(ctx: &Context, pools: &[NodePool], error: &str, now: Ti
             status["currentNodes"] = json!(s.current_nodes);
         }
         apply(ctx, pool, status).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::can_scale_up;
+    use omniscale_nodes::decide::PoolSummary;
+
+    /// The reasons in order of precedence: an unhealthy cluster says so before anything else.
+    #[test]
+    fn can_scale_up_reasons() {
+        let mut s = PoolSummary { name: "p".into(), max: 5, desired: 2, ..PoolSummary::default() };
+        assert_eq!(can_scale_up(&s).1, "NoGroupsFound");
+        s.groups = vec!["g".into()];
+        assert_eq!(can_scale_up(&s), ("True", "Headroom", "2 of at most 5 nodes desired".to_owned()));
+        s.cannot_grow = Some("limit of 2 nodes reached".into());
+        assert_eq!(can_scale_up(&s).1, "LimitReached");
+        s.unhealthy = Some("4 of 8 nodes are NotReady".into());
+        assert_eq!(can_scale_up(&s), ("False", "ClusterUnhealthy", "4 of 8 nodes are NotReady".to_owned()));
     }
 }
