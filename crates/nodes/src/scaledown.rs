@@ -4,7 +4,8 @@
 //! - a candidate is a ready node of a NodePool's group whose pool allows scale-down, not
 //!   annotated `scale-down-disabled`, not running omniscale's leader, with
 //!   `max(Σcpu requests/allocatable, Σmemory requests/allocatable)` at or below the pool's
-//!   utilisation threshold (DaemonSet and mirror pods count, as by default upstream);
+//!   utilisation threshold (DaemonSet and mirror pods count, as by default upstream); a node
+//!   offering `nvidia.com/gpu` is judged by its GPUs' utilisation alone;
 //! - candidates are simulated cumulatively, empty ones first, then least utilised: every pod
 //!   must be drainable (safe-to-evict, controller, kube-system, local storage, PDBs — the rules
 //!   of `omniscale_cluster::drain`) and must fit on the remaining nodes;
@@ -34,6 +35,9 @@ pub struct Removal {
     pub evict: Vec<PodId>,
     pub reason: RemovalReason,
 }
+
+/// The extended resource that makes a node a GPU node.
+pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
 
 /// Why a node goes (Cluster Autoscaler's `scaled_down_nodes_total` reasons).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -81,6 +85,7 @@ pub fn scale_down(input: &Input, settings: &Settings, history: &History, now: Ti
     let mut broken: Vec<NodeId> = Vec::new();
     let no_pdb_limit = vec![i64::MAX; snap.pdbs.len()];
     let is_empty = |node: NodeId| drain::pods_to_move(snap, node, &no_pdb_limit).is_ok_and(|p| p.is_empty());
+    let gpu = snap.syms.get(GPU_RESOURCE);
     for g in &input.groups {
         let pool = &input.pools[g.pool];
         if !pool.scale_down.enabled || pool.invalid.is_some() {
@@ -113,7 +118,13 @@ pub fn scale_down(input: &Input, settings: &Settings, history: &History, now: Ti
                 continue;
             }
             let n = &snap.nodes[*node as usize];
-            let util = utilization(n.used.cpu, n.allocatable.cpu).max(utilization(n.used.memory, n.allocatable.memory));
+            // A GPU node is worth its GPUs: judged by them alone, as upstream.
+            let util = match gpu.filter(|&g| n.allocatable.ext(g) > 0) {
+                Some(g) => utilization(n.used.ext(g), n.allocatable.ext(g)),
+                None => {
+                    utilization(n.used.cpu, n.allocatable.cpu).max(utilization(n.used.memory, n.allocatable.memory))
+                }
+            };
             if util > pool.scale_down.utilization_threshold {
                 out.utilized.push((*node, util));
                 continue;

@@ -539,3 +539,35 @@ fn an_unhealthy_cluster_is_not_scaled() {
     let removed: Vec<&str> = p.remove.iter().map(|r| r.node.as_str()).collect();
     assert_eq!(removed, ["ip-spot-ng-4", "ip-spot-ng-5", "ip-spot-ng-6"], "{p:#?}");
 }
+
+/// A GPU node is judged by its GPUs alone: busy cpu without a GPU pod leaves it unneeded, an
+/// idle cpu with its GPU taken keeps it.
+#[test]
+fn gpu_nodes_are_judged_by_gpu_utilization() {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let mut w = World { pools: vec![discovery_pool("pool", None)], ..World::default() };
+    for k in 0..3 {
+        w.nodes.push(node_for("ng", k, &m5_large()));
+    }
+    for k in 1..3 {
+        w.nodes[k]
+            .status
+            .as_mut()
+            .unwrap()
+            .allocatable
+            .as_mut()
+            .unwrap()
+            .insert("nvidia.com/gpu".into(), Quantity("1".into()));
+    }
+    w.pods.push(pod("default", "cpu-hog", "1800m", "1Gi", Some("ip-ng-1")));
+    let mut trainer = pod("default", "trainer", "100m", "1Gi", Some("ip-ng-2"));
+    let c = &mut trainer.spec.as_mut().unwrap().containers[0];
+    c.resources.as_mut().unwrap().requests.as_mut().unwrap().insert("nvidia.com/gpu".into(), Quantity("1".into()));
+    w.pods.push(trainer);
+    let input = build(w.objects(), vec![group("ng", 0, 5, 3, vec![m5_large()])], &[], None);
+    let p = decide(&input, &settings(), &History::default(), at(0));
+    let utilized: Vec<(&str, f64)> = p.utilized.iter().map(|(n, u)| (n.as_str(), *u)).collect();
+    assert_eq!(utilized, [("ip-ng-2", 1.0)], "{p:#?}");
+    let unneeded: Vec<&str> = p.unneeded.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(unneeded.contains(&"ip-ng-1"), "93% cpu but no GPU in use: {p:#?}");
+}
