@@ -125,19 +125,7 @@ impl CloudProvider for SimCloud {
                             },
                         })
                         .collect();
-                    let instance_types = g
-                        .instance_types
-                        .iter()
-                        .filter_map(|n| instance_types::find(n))
-                        .map(|t| InstanceTypeInfo {
-                            name: t.name.to_owned(),
-                            vcpu: t.vcpu,
-                            memory_mib: t.memory_mib,
-                            gpus: 0,
-                            arch: t.architecture.as_str().to_owned(),
-                            max_pods: Some(t.max_pods),
-                        })
-                        .collect();
+                    let instance_types = g.instance_types.iter().filter_map(|n| shipped_type(n)).collect();
                     let last_failed_activity =
                         g.activities.iter().rev().find(|a| a.status == ActivityStatus::Failed).map(|a| {
                             (self.sim_time(a.t), a.status_message.clone().unwrap_or_else(|| a.description.clone()))
@@ -182,4 +170,18 @@ impl CloudProvider for SimCloud {
             })
         })
     }
+}
+
+/// An instance type from the shipped us-east-1 table (the simulated cloud's and `omniscale
+/// plan`'s), as the node engines see it.
+pub(crate) fn shipped_type(name: &str) -> Option<InstanceTypeInfo> {
+    let t = instance_types::find(name)?;
+    Some(InstanceTypeInfo {
+        name: t.name.to_owned(),
+        vcpu: t.vcpu,
+        memory_mib: t.memory_mib,
+        gpus: 0,
+        arch: t.architecture.as_str().to_owned(),
+        max_pods: Some(t.max_pods),
+    })
 }

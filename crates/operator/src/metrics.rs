@@ -57,7 +57,7 @@ pub struct NodeMetrics {
     pub node_group_backoff_status: Family<GroupLabels, Gauge>,
     pub unneeded_nodes_count: Gauge,
     pub scaled_up_nodes_total: Family<GroupLabels, Counter>,
-    /// By `reason`: empty or underutilized.
+    /// By `reason`: empty, underutilized or unready.
     pub scaled_down_nodes_total: Family<GroupReasonLabels, Counter>,
     /// By `reason`: timeout, activity (the group reported a failed launch), api.
     pub failed_scale_ups_total: Family<GroupReasonLabels, Counter>,
@@ -73,6 +73,12 @@ pub struct NodeMetrics {
 }
 
 impl NodeMetrics {
+    /// Counts a failed scale-up of `group` (`timeout`, `activity` or `api`).
+    pub fn failed_scale_up(&self, group: &str, reason: &str) {
+        let labels = GroupReasonLabels { node_group: group.to_owned(), reason: reason.to_owned() };
+        self.failed_scale_ups_total.get_or_create(&labels).inc();
+    }
+
     fn register(&self, r: &mut Registry) {
         let r = r.sub_registry_with_prefix("nodes");
         r.register("unschedulable_pods_count", "Unschedulable pods", self.unschedulable_pods_count.clone());

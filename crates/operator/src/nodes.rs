@@ -261,15 +261,7 @@ impl Shell {
         for r in &plan.reverts {
             warn!(group = %r.group, reason = %r.reason, "reverting scale-up");
             let reason = if r.reason.contains("failed") { "activity" } else { "timeout" };
-            self.ctx
-                .metrics
-                .nodes
-                .failed_scale_ups_total
-                .get_or_create(&crate::metrics::GroupReasonLabels {
-                    node_group: r.group.clone(),
-                    reason: reason.into(),
-                })
-                .inc();
+            self.ctx.metrics.nodes.failed_scale_up(&r.group, reason);
             let event_reason = if reason == "timeout" { "ScaleUpTimedOut" } else { "ScaleUpFailed" };
             self.pool_event(plan, &r.group, EventType::Warning, event_reason, &r.reason).await;
             if dry {
@@ -315,15 +307,7 @@ impl Shell {
                     warn!(group = %r.group, error = %e, "scale-up failed");
                     self.history.fail(&r.group, self.ctx.clock.now(), e.to_string());
                     self.history.requests.remove(&r.group);
-                    self.ctx
-                        .metrics
-                        .nodes
-                        .failed_scale_ups_total
-                        .get_or_create(&crate::metrics::GroupReasonLabels {
-                            node_group: r.group.clone(),
-                            reason: "api".into(),
-                        })
-                        .inc();
+                    self.ctx.metrics.nodes.failed_scale_up(&r.group, "api");
                     let text = format!("setting group {} size to {} failed: {e}", r.group, r.to);
                     self.pool_event(plan, &r.group, EventType::Warning, "ScaleUpFailed", &text).await;
                 }

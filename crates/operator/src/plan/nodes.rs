@@ -260,20 +260,13 @@ fn add_type(types: &mut Vec<InstanceTypeInfo>, name: &str, at: &str, field: &str
     if types.iter().any(|t| t.name == name) {
         return Ok(());
     }
-    let Some(t) = omniscale_sim::world::instance_types::find(name) else {
+    let Some(t) = crate::cloud::shipped_type(name) else {
         return Err(PlanError(format!(
             "{at}: field {field}: instance type {name:?} is not in the shipped us-east-1 table \
              (t2, t3, t3a, t4g, m5, m6i, m6g, c5, c6i, r5 families)"
         )));
     };
-    types.push(InstanceTypeInfo {
-        name: t.name.to_owned(),
-        vcpu: t.vcpu,
-        memory_mib: t.memory_mib,
-        gpus: 0,
-        arch: t.architecture.as_str().to_owned(),
-        max_pods: Some(t.max_pods),
-    });
+    types.push(t);
     Ok(())
 }
 
