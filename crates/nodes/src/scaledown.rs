@@ -16,7 +16,7 @@
 //!   whatever its utilisation, under the same drain rules, timers and minimum; it goes first, so
 //!   the group's replacement capacity comes from a scale-up rather than from waiting.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use omniscale_cluster::{DrainOutcome, NodeId, PodId, drain, drain_lost_first};
@@ -136,8 +136,6 @@ pub fn scale_down(input: &Input, settings: &Settings, history: &History, now: Ti
     let order: Vec<NodeId> = candidates.iter().map(|c| c.0).collect();
     let mut sim = snap.clone();
     let outcomes = drain_lost_first(&mut sim, &broken, &order);
-    let mut empty_of: HashMap<NodeId, bool> = candidates.iter().map(|c| (c.0, c.2)).collect();
-    empty_of.extend(broken.iter().map(|&n| (n, is_empty(n))));
     // Removals left per group before its minimum.
     let mut room: Vec<i64> = input
         .groups
@@ -181,7 +179,7 @@ pub fn scale_down(input: &Input, settings: &Settings, history: &History, now: Ti
         let Some(&gi) = input.node_group.get(&node) else { continue };
         let g = &input.groups[gi];
         let pool = &input.pools[g.pool];
-        let empty = empty_of.get(&node).copied().unwrap_or(false);
+        let empty = evict.is_empty();
         let wait = if !unready && now.duration_since(since) < pool.scale_down.unneeded_time {
             Some(format!(
                 "unneeded for {:#}, removal after {:#}",
