@@ -238,7 +238,7 @@ fn track(input: &Input, settings: &Settings, history: &mut History, now: Timesta
         // A failed activity: the instances that did launch are kept; the target drops to them
         // (Cluster Autoscaler's placeholder removal). A timeout: instances whose node has not
         // arrived are given up too (a broken node is scale-down's to remove, with its rules).
-        let broken = g.unready.iter().filter(|u| !u.starting(now, settings.max_node_provision_time));
+        let broken = g.broken(now, settings.max_node_provision_time);
         let arrived_ids: Vec<&str> =
             g.nodes.iter().map(|(_, i)| i.as_str()).chain(broken.map(|u| u.instance.as_str())).collect();
         let terminate: Vec<String> = if failed.is_some() {

@@ -222,8 +222,12 @@ impl Group {
     /// Nodes that have arrived: ready, or NotReady past their boot time (broken nodes are
     /// scale-down's business, not a scale-up that failed to come).
     pub fn registered(&self, now: Timestamp, provision_time: SignedDuration) -> u32 {
-        let broken = self.unready.iter().filter(|u| !u.starting(now, provision_time)).count();
-        (self.nodes.len() + broken) as u32
+        (self.nodes.len() + self.broken(now, provision_time).count()) as u32
+    }
+
+    /// NotReady nodes past their boot time.
+    pub fn broken(&self, now: Timestamp, provision_time: SignedDuration) -> impl Iterator<Item = &UnreadyNode> {
+        self.unready.iter().filter(move |u| !u.starting(now, provision_time))
     }
 }
 

@@ -91,11 +91,8 @@ pub fn scale_down(input: &Input, settings: &Settings, history: &History, now: Ti
         if !pool.scale_down.enabled || pool.invalid.is_some() {
             continue;
         }
-        for u in &g.unready {
-            // Still booting: the provisioning timeout's business, not scale-down's.
-            if u.starting(now, settings.max_node_provision_time) {
-                continue;
-            }
+        // Nodes still booting are the provisioning timeout's business, not scale-down's.
+        for u in g.broken(now, settings.max_node_provision_time) {
             if let Some(why) = input.keep.get(&u.node) {
                 out.blocked.push((u.node, why.clone()));
                 continue;
