@@ -28,12 +28,23 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![compact(Autoscaler::crd()), compact(NodePool::crd())]
 }
 
+/// Strings that CEL rules read inside schemas taken from upstream types (which declare no
+/// bound), with the `maxLength` each gets. kube-apiserver prices a rule by the largest input the
+/// schema allows and rejects the CRD when the total exceeds its budget; omniscale's own fields
+/// carry their bounds in the Rust types.
+const RULE_INPUT_BOUNDS: &[(&str, u64)] = &[(
+    "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/horizontal/properties/metrics/items/properties/type",
+    // The longest metric type, ContainerResource, has 17 characters.
+    32,
+)];
+
 /// Short text for the Quantity schema, which upstream documents in 2.5 KB per occurrence.
 const QUANTITY_DESCRIPTION: &str = "A Kubernetes quantity such as 500m, 2, 512Mi or 1.5Gi.";
 
-/// Replaces upstream's long Quantity description wherever it appears.
+/// Replaces upstream's long Quantity description wherever it appears, and bounds the upstream
+/// strings CEL rules read ([`RULE_INPUT_BOUNDS`]).
 ///
-/// Why: the Autoscaler schema embeds a dozen quantities through the HPA metric types, and
+/// Why the descriptions: the Autoscaler schema embeds a dozen quantities through the HPA metric types, and
 /// `kubectl apply` (client side) stores the whole object in an annotation capped at 256 KiB;
 /// keeping the CRD small keeps the plain `kubectl apply -f manifests/` install working.
 fn compact(crd: CustomResourceDefinition) -> CustomResourceDefinition {
@@ -53,6 +64,11 @@ fn compact(crd: CustomResourceDefinition) -> CustomResourceDefinition {
     }
     let Ok(mut value) = serde_json::to_value(&crd) else { return crd };
     walk(&mut value);
+    for (pointer, max) in RULE_INPUT_BOUNDS {
+        if let Some(serde_json::Value::Object(schema)) = value.pointer_mut(pointer) {
+            schema.insert("maxLength".into(), (*max).into());
+        }
+    }
     serde_json::from_value(value).unwrap_or(crd)
 }
 

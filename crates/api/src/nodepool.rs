@@ -143,9 +143,10 @@ pub struct Requirement {
     pub key: String,
     /// How the values constrain the label.
     pub operator: RequirementOperator,
-    /// Values for In, NotIn (any number), Gt and Lt (one integer).
+    /// Values for In, NotIn (any number), Gt and Lt (one integer); label values, so at most 63
+    /// characters each.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(max = 63)))]
     pub values: Option<Vec<String>>,
     /// With In: at least this many distinct values must remain possible (Karpenter `minValues`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -8,11 +8,17 @@ use crate::duration::{DURATION_OR_NEVER_PATTERN, DURATION_PATTERN};
 pub const NON_NEGATIVE_QUANTITY_PATTERN: &str =
     r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
 
+/// Longest quantity text accepted. Real quantities are a dozen characters; the bound is what
+/// lets kube-apiserver's CEL cost estimator price the rules that parse them (without it each
+/// `quantity()` call is priced as if the string were a whole 3 MiB request).
+pub const QUANTITY_MAX_LENGTH: u32 = 64;
+
 /// A quantity that must not be negative: int-or-string, checked by pattern at apply time.
 fn non_negative_quantity_schema(description: &str) -> Schema {
     json_schema!({
         "description": description,
         "x-kubernetes-int-or-string": true,
+        "maxLength": QUANTITY_MAX_LENGTH,
         "anyOf": [
             {"type": "integer", "minimum": 0},
             {"type": "string", "pattern": NON_NEGATIVE_QUANTITY_PATTERN}

@@ -40,6 +40,12 @@ use crate::{Error, Result, metrics::Metrics, targets::TargetDiscovery, validate}
 /// each engine's conditions separate).
 pub const FIELD_MANAGER: &str = "omniscale-validation";
 
+/// How often a valid object is re-validated (a target kind or a peer pool can change without an
+/// event on this object).
+const RECHECK: Duration = Duration::from_secs(300);
+/// How often an Autoscaler whose target object is missing looks for it again.
+const TARGET_RECHECK: Duration = Duration::from_secs(10);
+
 /// Shared state of the validation controllers.
 pub struct Context {
     /// API client.
@@ -100,13 +106,20 @@ impl Context {
     }
 
     /// Books a successful reconcile (metrics, failure count reset) and schedules the periodic
-    /// re-check: a target kind or a peer pool can change without an event on this object.
-    fn succeeded(&self, controller: &str, kind: &str, meta: &ObjectMeta, started: std::time::Instant) -> Action {
+    /// re-check after `recheck`.
+    fn succeeded(
+        &self,
+        controller: &str,
+        kind: &str,
+        meta: &ObjectMeta,
+        started: std::time::Instant,
+        recheck: Duration,
+    ) -> Action {
         self.metrics.observe_reconcile(controller, started.elapsed().as_secs_f64());
         if let Ok(mut f) = self.failures.lock() {
             f.remove(&object_key(kind, meta));
         }
-        Action::requeue(self.clock.wall_duration(Duration::from_secs(300)))
+        Action::requeue(self.clock.wall_duration(recheck))
     }
 }
 
@@ -208,10 +221,14 @@ pub async fn reconcile_autoscaler(obj: Arc<DeserializeGuard<Autoscaler>>, ctx: A
         Ok(a) => {
             let t = &a.spec.target_ref;
             let target = ctx.targets.kind_of(&t.api_version, &t.kind).await?;
+            let object = match &target {
+                validate::TargetKind::Scalable { plural } => target_object(&ctx, a, plural).await?,
+                _ => validate::TargetObject::Unchecked,
+            };
             (
                 &a.metadata,
                 Some(a.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default()),
-                validate::autoscaler_ready(a, &target),
+                validate::autoscaler_ready(a, &target, object),
             )
         }
         Err(invalid) => (&invalid.metadata, None, malformed("Autoscaler", &invalid.error)),
@@ -225,8 +242,21 @@ pub async fn reconcile_autoscaler(obj: Arc<DeserializeGuard<Autoscaler>>, ctx: A
     // Guarded, so the response of a patch on a malformed object decodes too.
     let api: Api<DeserializeGuard<Autoscaler>> =
         Api::namespaced(ctx.client.clone(), meta.namespace.as_deref().unwrap_or("default"));
+    // A missing target is looked for again soon: nothing on this object changes when it appears.
+    let recheck = if update.reason == validate::reason::TARGET_NOT_FOUND { TARGET_RECHECK } else { RECHECK };
     publish_ready(&ctx, api, meta, existing, update).instrument(span).await?;
-    Ok(ctx.succeeded("autoscaler", "Autoscaler", meta, started))
+    Ok(ctx.succeeded("autoscaler", "Autoscaler", meta, started, recheck))
+}
+
+/// Whether the target object exists, read through its `scale` subresource (the one read the
+/// RBAC grants for every kind).
+async fn target_object(ctx: &Context, a: &Autoscaler, plural: &str) -> Result<validate::TargetObject> {
+    let api = crate::horizontal::target_api(&ctx.client, a, plural.to_owned());
+    match api.get_subresource("scale", &a.spec.target_ref.name).await {
+        Ok(_) => Ok(validate::TargetObject::Found),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(validate::TargetObject::Missing),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Reconciles one NodePool, given every NodePool (for conflicting claims).
@@ -251,7 +281,7 @@ pub async fn reconcile_nodepool(
     publish_ready(&ctx, Api::<DeserializeGuard<NodePool>>::all(ctx.client.clone()), meta, existing, update)
         .instrument(span)
         .await?;
-    Ok(ctx.succeeded("nodepool", "NodePool", meta, started))
+    Ok(ctx.succeeded("nodepool", "NodePool", meta, started, RECHECK))
 }
 
 /// Error policy shared by both controllers: count, log, retry with exponential backoff.

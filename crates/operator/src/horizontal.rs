@@ -98,19 +98,10 @@ async fn object_resources(ctx: &Context, autoscalers: &[Autoscaler]) -> HashMap<
     out
 }
 
-/// Reads one target's scale.
-pub(crate) async fn read_scale(
-    ctx: &Context,
-    a: &Autoscaler,
-) -> (Option<Api<DynamicObject>>, std::result::Result<Scale, String>) {
+/// The API of an Autoscaler's target kind in its namespace, `plural` as discovery named it.
+pub(crate) fn target_api(client: &kube::Client, a: &Autoscaler, plural: String) -> Api<DynamicObject> {
     let ns = a.namespace().unwrap_or_else(|| "default".into());
     let t = &a.spec.target_ref;
-    let plural = match ctx.targets.kind_of(&t.api_version, &t.kind).await {
-        Ok(TargetKind::Scalable { plural }) => plural,
-        // The validation controller reports targets that are missing or not scalable.
-        Ok(_) => return (None, Err(format!("{} {} has no scale subresource", t.api_version, t.kind))),
-        Err(e) => return (None, Err(format!("discovery failed: {e}"))),
-    };
     let (group, version) = t.api_version.split_once('/').unwrap_or(("", t.api_version.as_str()));
     let ar = ApiResource {
         group: group.into(),
@@ -119,7 +110,22 @@ pub(crate) async fn read_scale(
         kind: t.kind.clone(),
         plural,
     };
-    let target: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, &ar);
+    Api::namespaced_with(client.clone(), &ns, &ar)
+}
+
+/// Reads one target's scale.
+pub(crate) async fn read_scale(
+    ctx: &Context,
+    a: &Autoscaler,
+) -> (Option<Api<DynamicObject>>, std::result::Result<Scale, String>) {
+    let t = &a.spec.target_ref;
+    let plural = match ctx.targets.kind_of(&t.api_version, &t.kind).await {
+        Ok(TargetKind::Scalable { plural }) => plural,
+        // The validation controller reports targets that are missing or not scalable.
+        Ok(_) => return (None, Err(format!("{} {} has no scale subresource", t.api_version, t.kind))),
+        Err(e) => return (None, Err(format!("discovery failed: {e}"))),
+    };
+    let target = target_api(&ctx.client, a, plural);
     let scale = match target.get_subresource("scale", &t.name).await {
         Ok(s) => match serde_json::to_value(&s) {
             Ok(v) => {

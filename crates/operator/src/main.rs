@@ -18,7 +18,7 @@ async fn main() -> ExitCode {
     match omniscale_operator::execute(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // Once, on stderr: logs may be JSON on stdout, and the user needs the reason plainly.
+            // Once, plainly: log lines may be JSON, and the user needs the reason as a sentence.
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }

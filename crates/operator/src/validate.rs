@@ -33,6 +33,17 @@ pub enum TargetKind {
     UnknownGroupVersion,
 }
 
+/// Whether the object `targetRef` names exists (read through its `scale` subresource).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetObject {
+    /// The object exists.
+    Found,
+    /// The kind is served but no object has that name (yet).
+    Missing,
+    /// Not looked up: the kind is not served or has no `scale` subresource.
+    Unchecked,
+}
+
 /// Reasons of the `Ready` condition, stable for alerts and `kubectl wait`.
 pub mod reason {
     /// Everything checked out.
@@ -43,14 +54,17 @@ pub mod reason {
     pub const MALFORMED: &str = "Malformed";
     /// The target's group/version or kind is not served by the cluster.
     pub const TARGET_KIND_NOT_FOUND: &str = "TargetKindNotFound";
+    /// The target kind is served but the named object does not exist.
+    pub const TARGET_NOT_FOUND: &str = "TargetNotFound";
     /// Horizontal scaling was asked for a kind without a `scale` subresource.
     pub const TARGET_NOT_SCALABLE: &str = "TargetNotScalable";
     /// Another NodePool already claims the same Auto Scaling Group or discovery tags.
     pub const CONFLICTING_NODE_POOL: &str = "ConflictingNodePool";
 }
 
-/// Decides the `Ready` condition of an Autoscaler given what discovery found for its target.
-pub fn autoscaler_ready(a: &Autoscaler, target: &TargetKind) -> ConditionUpdate {
+/// Decides the `Ready` condition of an Autoscaler given what discovery found for its target's
+/// kind and whether the object itself exists.
+pub fn autoscaler_ready(a: &Autoscaler, target: &TargetKind, object: TargetObject) -> ConditionUpdate {
     let spec = &a.spec;
     let t = &spec.target_ref;
     let mut problems = Vec::new();
@@ -127,6 +141,16 @@ pub fn autoscaler_ready(a: &Autoscaler, target: &TargetKind) -> ConditionUpdate 
             READY,
             reason::TARGET_NOT_SCALABLE,
             format!("targetRef {what}: {plural} has no scale subresource, so horizontal scaling cannot work"),
+        ),
+        TargetKind::Scalable { .. } if object == TargetObject::Missing => ConditionUpdate::fails(
+            READY,
+            reason::TARGET_NOT_FOUND,
+            format!(
+                "targetRef {what}: no {} named {:?} in namespace {}",
+                t.kind,
+                t.name,
+                a.metadata.namespace.as_deref().unwrap_or("default")
+            ),
         ),
         TargetKind::NotScalable { .. } | TargetKind::Scalable { .. } => ConditionUpdate::holds(
             READY,
@@ -296,37 +320,49 @@ mod tests {
 
     #[test]
     fn valid_autoscaler_is_ready() {
-        let c = autoscaler_ready(&autoscaler(Some(horizontal(Some(1), 10)), None), &scalable());
+        let c = autoscaler_ready(&autoscaler(Some(horizontal(Some(1), 10)), None), &scalable(), TargetObject::Found);
         assert_eq!((c.status, c.reason.as_str()), (ConditionStatus::True, reason::VALID));
     }
 
     #[test]
     fn target_problems_have_their_own_reasons() {
         let a = autoscaler(Some(horizontal(None, 3)), None);
-        let c = autoscaler_ready(&a, &TargetKind::UnknownGroupVersion);
+        let c = autoscaler_ready(&a, &TargetKind::UnknownGroupVersion, TargetObject::Unchecked);
         assert_eq!((c.status, c.reason.as_str()), (ConditionStatus::False, reason::TARGET_KIND_NOT_FOUND));
         assert!(c.message.contains("apps/v1"), "{}", c.message);
-        let c = autoscaler_ready(&a, &TargetKind::UnknownKind);
+        let c = autoscaler_ready(&a, &TargetKind::UnknownKind, TargetObject::Unchecked);
         assert_eq!(c.reason, reason::TARGET_KIND_NOT_FOUND);
-        let c = autoscaler_ready(&a, &TargetKind::NotScalable { plural: "daemonsets".into() });
+        let c = autoscaler_ready(&a, &TargetKind::NotScalable { plural: "daemonsets".into() }, TargetObject::Unchecked);
         assert_eq!(c.reason, reason::TARGET_NOT_SCALABLE);
         assert!(c.message.contains("daemonsets has no scale subresource"), "{}", c.message);
         // Vertical-only scaling does not need /scale.
         let v = autoscaler(None, Some(VerticalSpec::default()));
-        let c = autoscaler_ready(&v, &TargetKind::NotScalable { plural: "daemonsets".into() });
+        let c = autoscaler_ready(&v, &TargetKind::NotScalable { plural: "daemonsets".into() }, TargetObject::Unchecked);
         assert_eq!(c.status, ConditionStatus::True);
     }
 
     #[test]
+    fn a_missing_target_object_is_not_ready() {
+        let mut a = autoscaler(Some(horizontal(None, 3)), None);
+        a.metadata.namespace = Some("shop".into());
+        let c = autoscaler_ready(&a, &scalable(), TargetObject::Missing);
+        assert_eq!((c.status, c.reason.as_str()), (ConditionStatus::False, reason::TARGET_NOT_FOUND));
+        assert!(c.message.contains("no Deployment named \"web\" in namespace shop"), "{}", c.message);
+        // A spec problem is reported first: it needs fixing whether or not the target exists.
+        let bad = autoscaler(Some(horizontal(Some(5), 2)), None);
+        assert_eq!(autoscaler_ready(&bad, &scalable(), TargetObject::Missing).reason, reason::INVALID_SPEC);
+    }
+
+    #[test]
     fn spec_errors_the_schema_should_have_caught_are_still_reported() {
-        let c = autoscaler_ready(&autoscaler(Some(horizontal(Some(5), 2)), None), &scalable());
+        let c = autoscaler_ready(&autoscaler(Some(horizontal(Some(5), 2)), None), &scalable(), TargetObject::Found);
         assert_eq!(c.reason, reason::INVALID_SPEC);
         assert!(c.message.contains("minReplicas 5"), "{}", c.message);
-        let c = autoscaler_ready(&autoscaler(None, None), &scalable());
+        let c = autoscaler_ready(&autoscaler(None, None), &scalable(), TargetObject::Found);
         assert_eq!(c.reason, reason::INVALID_SPEC);
         let mut h = horizontal(None, 2);
         h.cpu_initialization_period = Some("5 minutes".into());
-        let c = autoscaler_ready(&autoscaler(Some(h), None), &scalable());
+        let c = autoscaler_ready(&autoscaler(Some(h), None), &scalable(), TargetObject::Found);
         assert!(c.message.contains("cpuInitializationPeriod"), "{}", c.message);
 
         let policy = |name: &str, min: &str, max: &str| ContainerPolicy {
@@ -344,7 +380,7 @@ mod tests {
             }),
             shared_resource_owner: None,
         };
-        let c = autoscaler_ready(&autoscaler(None, Some(v)), &scalable());
+        let c = autoscaler_ready(&autoscaler(None, Some(v)), &scalable(), TargetObject::Found);
         assert_eq!(c.reason, reason::INVALID_SPEC);
         assert!(c.message.contains("minAllowed.cpu 2 exceeds maxAllowed.cpu 1500m"), "{}", c.message);
         assert!(c.message.contains("more than one containerPolicy"), "{}", c.message);

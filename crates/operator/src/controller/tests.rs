@@ -59,14 +59,44 @@ fn ok(v: &serde_json::Value) -> Result<Response<Body>, BoxError> {
     Ok(Response::builder().body(Body::from(serde_json::to_vec(v)?))?)
 }
 
-/// Serves discovery, then expects the status patch and the Event, returning both bodies.
+/// What the target's `scale` GET answers.
+#[derive(Clone, Copy)]
+enum Scale {
+    /// Not asked (the kind has no scale subresource).
+    NotAsked,
+    Found,
+    Missing,
+}
+
+/// Answers the scale GET of the `web` Deployment.
+async fn serve_scale(handle: &mut Handle, scale: Scale) -> Result<(), BoxError> {
+    if let Scale::NotAsked = scale {
+        return Ok(());
+    }
+    let (req, send) = handle.next_request().await.ok_or("no scale request")?;
+    assert_eq!(req.method(), Method::GET);
+    assert_eq!(req.uri().path(), "/apis/apps/v1/namespaces/default/deployments/web/scale");
+    send.send_response(match scale {
+        Scale::Found => ok(&json!({"kind": "Scale", "apiVersion": "autoscaling/v1",
+            "metadata": {"name": "web", "namespace": "default"}, "spec": {"replicas": 1}, "status": {"replicas": 1}}))?,
+        _ => Response::builder().status(404).body(Body::from(serde_json::to_vec(&json!({
+            "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
+            "message": "deployments.apps \"web\" not found"}))?))?,
+    });
+    Ok(())
+}
+
+/// Serves discovery (and the scale GET), then expects the status patch and the Event,
+/// returning both bodies.
 async fn expect_discovery_status_event(
     mut handle: Handle,
     obj: serde_json::Value,
+    scale: Scale,
 ) -> Result<(serde_json::Value, serde_json::Value), BoxError> {
     let (req, send) = handle.next_request().await.ok_or("no discovery request")?;
     assert_eq!(req.uri().path(), "/apis/apps/v1");
     send.send_response(ok(&apps_v1())?);
+    serve_scale(&mut handle, scale).await?;
 
     let (req, send) = handle.next_request().await.ok_or("no status patch")?;
     assert_eq!(req.method(), Method::PATCH);
@@ -88,7 +118,7 @@ async fn expect_discovery_status_event(
 async fn invalid_target_gets_ready_false_and_a_warning_event() -> Result<(), BoxError> {
     let (ctx, handle, _leader) = context(true);
     let a = autoscaler("DaemonSet");
-    let server = tokio::spawn(expect_discovery_status_event(handle, serde_json::to_value(&a)?));
+    let server = tokio::spawn(expect_discovery_status_event(handle, serde_json::to_value(&a)?, Scale::NotAsked));
     let action = reconcile_autoscaler(Arc::new(DeserializeGuard(Ok(a))), ctx.clone()).await;
     assert!(action.is_ok(), "{action:?}");
     let (status, event) = server.await??;
@@ -110,12 +140,27 @@ async fn invalid_target_gets_ready_false_and_a_warning_event() -> Result<(), Box
 async fn valid_target_gets_ready_true() -> Result<(), BoxError> {
     let (ctx, handle, _leader) = context(true);
     let a = autoscaler("Deployment");
-    let server = tokio::spawn(expect_discovery_status_event(handle, serde_json::to_value(&a)?));
+    let server = tokio::spawn(expect_discovery_status_event(handle, serde_json::to_value(&a)?, Scale::Found));
     reconcile_autoscaler(Arc::new(DeserializeGuard(Ok(a))), ctx).await?;
     let (status, event) = server.await??;
     assert_eq!(status["status"]["conditions"][0]["status"], "True");
     assert_eq!(status["status"]["conditions"][0]["reason"], "Valid");
     assert_eq!(event["type"], "Normal");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_missing_target_gets_target_not_found_and_is_looked_for_again_soon() -> Result<(), BoxError> {
+    let (ctx, handle, _leader) = context(true);
+    let a = autoscaler("Deployment");
+    let server = tokio::spawn(expect_discovery_status_event(handle, serde_json::to_value(&a)?, Scale::Missing));
+    let action = reconcile_autoscaler(Arc::new(DeserializeGuard(Ok(a))), ctx).await?;
+    let (status, event) = server.await??;
+    let cond = &status["status"]["conditions"][0];
+    assert_eq!((cond["status"].as_str(), cond["reason"].as_str()), (Some("False"), Some("TargetNotFound")));
+    assert!(cond["message"].as_str().unwrap_or_default().contains("no Deployment named \"web\""), "{cond}");
+    assert_eq!((event["type"].as_str(), event["reason"].as_str()), (Some("Warning"), Some("TargetNotFound")));
+    assert_eq!(action, Action::requeue(TARGET_RECHECK));
     Ok(())
 }
 
@@ -126,7 +171,11 @@ async fn unchanged_condition_is_not_rewritten() -> Result<(), BoxError> {
     let mut conditions = Vec::new();
     set_condition(
         &mut conditions,
-        validate::autoscaler_ready(&a, &TargetKind::Scalable { plural: "deployments".into() }),
+        validate::autoscaler_ready(
+            &a,
+            &TargetKind::Scalable { plural: "deployments".into() },
+            validate::TargetObject::Found,
+        ),
         Some(3),
         jiff::Timestamp::UNIX_EPOCH,
     );
@@ -134,6 +183,7 @@ async fn unchanged_condition_is_not_rewritten() -> Result<(), BoxError> {
     let server = tokio::spawn(async move {
         let (_, send) = handle.next_request().await.ok_or("no discovery request")?;
         send.send_response(ok(&apps_v1())?);
+        serve_scale(&mut handle, Scale::Found).await?;
         // No further request may arrive.
         let next = tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await;
         assert!(matches!(next, Err(_) | Ok(None)), "unexpected extra request");
