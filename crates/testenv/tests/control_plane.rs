@@ -24,8 +24,16 @@ async fn rbac_is_enforced_for_service_accounts() {
     assert!(!denied.status.success());
     assert!(String::from_utf8_lossy(&denied.stderr).contains("Forbidden"), "{denied:?}");
     cp.kubectl_ok(&["create", "role", "pod-reader", "--verb=list", "--resource=pods", "-n", &ns]).unwrap();
-    cp.kubectl_ok(&["create", "rolebinding", "r", "--role=pod-reader", &format!("--serviceaccount={ns}:reader"), "-n", &ns])
-        .unwrap();
+    cp.kubectl_ok(&[
+        "create",
+        "rolebinding",
+        "r",
+        "--role=pod-reader",
+        &format!("--serviceaccount={ns}:reader"),
+        "-n",
+        &ns,
+    ])
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let out = cp.kubectl_with(&kc).args(["get", "pods", "-n", &ns]).output().unwrap();
