@@ -174,6 +174,21 @@ pub struct SimArgs {
     /// Where the scenario report (timeline.json, chart.svg) is written.
     #[arg(long, default_value = "target/sim-report")]
     pub report_dir: PathBuf,
+    /// Run the scenario on the real Kubernetes API server of this kubeconfig instead of the
+    /// embedded one: the simulated nodes (labelled sim.omniscale.dev/kubelet=true), their kubelet,
+    /// the cloud and the metrics APIs drive it as a client, in real time. Needs cluster-admin.
+    #[arg(long, conflicts_with = "serve")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Start a Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
+    /// kube-scheduler) from the binaries in this directory (as `setup-envtest` or
+    /// ../shared/kube/install provide them) and run the scenario on it; upstream HPA runs in its
+    /// controller manager beside omniscale.
+    #[arg(long, conflicts_with_all = ["serve", "kubeconfig"])]
+    pub kube_assets: Option<PathBuf>,
+    /// Credentials the operator runs with on a real API server (e.g. a ServiceAccount token from
+    /// `kubectl create token omniscale -n omniscale-system`); defaults to --kubeconfig's.
+    #[arg(long)]
+    pub operator_kubeconfig: Option<PathBuf>,
 }
 
 /// Flags of `omniscale plan`.

@@ -12,6 +12,7 @@ pub mod leader;
 pub mod metrics;
 pub mod nodes;
 pub mod plan;
+pub mod rbac;
 pub mod report;
 pub mod run;
 pub mod sim;

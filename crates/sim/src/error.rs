@@ -154,4 +154,7 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Config(String),
+    /// A call to a real API server (the simulated world driving one) failed.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
 }

@@ -12,9 +12,11 @@ pub mod control;
 pub mod defaults;
 pub mod error;
 mod eviction;
+pub mod metrics_api;
 pub mod openapi;
 pub mod patch;
 pub mod registry;
+pub mod remote;
 pub mod runtime;
 pub mod schema;
 /// Label and field selectors (shared with the operator through `omniscale_api`).

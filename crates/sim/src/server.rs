@@ -7,7 +7,7 @@ use crate::error::ApiError;
 use crate::registry::ResourceType;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{DeleteOptions, EventType, ListOptions, PatchType, Store, Target, WatchEvent, WriteOptions};
-use crate::{openapi, table};
+use crate::{metrics_api, openapi, table};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -167,7 +167,8 @@ impl Query {
     }
 }
 
-fn decode(s: &str) -> String {
+/// Decodes a query-string component (`%XX` escapes, `+` for space).
+pub(crate) fn decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -556,24 +557,9 @@ fn metrics(
     if q.flag("watch") {
         return Err(ApiError::method_not_allowed("watch is not supported on metrics.k8s.io"));
     }
+    let labels = list_options(q)?.labels;
     let table = cluster.shared.metrics.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let items: Vec<Value> = if rt.plural == "pods" {
-        table.pods.iter().filter(|((n, _), _)| ns.is_none_or(|x| x == n)).map(|(_, v)| v.clone()).collect()
-    } else {
-        table.nodes.values().cloned().collect()
-    };
-    let opts = list_options(q)?;
-    let items: Vec<Value> = items.into_iter().filter(|i| opts.labels.matches_object(i)).collect();
-    if let Some(n) = name {
-        let found = items.into_iter().find(|i| i["metadata"]["name"] == n);
-        return found
-            .map(|f| json_response(200, &f))
-            .ok_or_else(|| ApiError::not_found(&format!("{}.metrics.k8s.io", rt.plural), n));
-    }
-    Ok(json_response(
-        200,
-        &json!({"kind": format!("{}List", rt.kind), "apiVersion": "metrics.k8s.io/v1beta1", "metadata": {}, "items": items}),
-    ))
+    metrics_api::resource_metrics(&table, &rt.plural, ns, name, &labels).map(|v| json_response(200, &v))
 }
 
 /// The kind and apiVersion a custom metrics adapter reports for a resource name.
@@ -587,84 +573,41 @@ fn described_kind(cluster: &Cluster, resource: &str) -> (String, String) {
     }
 }
 
-/// custom.metrics.k8s.io/v1beta2, as an adapter serves it: `namespaces/NS/RESOURCE/NAME/METRIC`
-/// (NAME `*` for every object) and `namespaces/NS/metrics/METRIC` for the namespace itself.
-/// Metric label selectors are accepted and ignored: the simulated series carry no labels.
+/// custom.metrics.k8s.io/v1beta2 (see [`metrics_api::custom_metrics`]).
 fn custom_metrics(cluster: &Cluster, rest: &[&str], method: &Method, q: &Query) -> Result<Response, ApiError> {
     if method != Method::GET {
         return Err(ApiError::method_not_allowed("metrics are read-only"));
     }
-    let (ns, resource, name, metric) = match rest {
-        ["namespaces", ns, "metrics", metric] => (*ns, "namespaces", *ns, *metric),
-        ["namespaces", ns, resource, name, metric] => (*ns, *resource, *name, *metric),
-        _ => return Err(ApiError::not_found("path", &rest.join("/"))),
-    };
     let labels = list_options(q)?.labels;
-    let (kind, api_version) = described_kind(cluster, resource);
     // A pod label selector narrows `pods/*` to the pods it selects, as adapters do. Read before
     // the metrics table is locked: the control loop takes the store, then the table.
-    let selected: Option<std::collections::BTreeSet<String>> = (resource == "pods" && !labels.is_empty()).then(|| {
-        cluster
-            .store()
-            .all(&crate::registry::ResourceKey::new("", "pods"), Some(ns))
-            .iter()
-            .filter(|p| labels.matches_object(p))
-            .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned))
-            .collect()
-    });
+    let selected: Option<std::collections::BTreeSet<String>> = match rest {
+        ["namespaces", ns, "pods", ..] if !labels.is_empty() => Some(
+            cluster
+                .store()
+                .all(&crate::registry::ResourceKey::new("", "pods"), Some(ns))
+                .iter()
+                .filter(|p| labels.matches_object(p))
+                .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned))
+                .collect(),
+        ),
+        _ => None,
+    };
     let now = crate::store::ts(cluster.now());
+    let described = |r: &str| described_kind(cluster, r);
     let table = cluster.shared.metrics.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut values: BTreeMap<&str, &String> = BTreeMap::new();
-    for source in [&table.custom, &table.fixed_custom] {
-        for ((n, r, o, m), v) in source {
-            if n == ns && r == resource && m == metric && (name == "*" || o == name) {
-                values.insert(o, v);
-            }
-        }
-    }
-    if let Some(selected) = &selected {
-        values.retain(|pod, _| selected.contains(*pod));
-    }
-    if values.is_empty() {
-        return Err(ApiError::not_found(&format!("metric {metric} for {resource}"), name));
-    }
-    let items: Vec<Value> = values
-        .into_iter()
-        .map(|(o, v)| {
-            json!({"describedObject": {"kind": kind, "namespace": ns, "name": o, "apiVersion": api_version},
-                   "metric": {"name": metric}, "timestamp": now, "windowSeconds": 60, "value": v})
-        })
-        .collect();
-    Ok(json_response(
-        200,
-        &json!({"kind": "MetricValueList", "apiVersion": "custom.metrics.k8s.io/v1beta2", "metadata": {}, "items": items}),
-    ))
+    metrics_api::custom_metrics(&table, rest, &now, described, selected.as_ref()).map(|v| json_response(200, &v))
 }
 
-/// external.metrics.k8s.io/v1beta1: `namespaces/NS/METRIC`, series narrowed by `labelSelector`.
+/// external.metrics.k8s.io/v1beta1 (see [`metrics_api::external_metrics`]).
 fn external_metrics(cluster: &Cluster, rest: &[&str], method: &Method, q: &Query) -> Result<Response, ApiError> {
     if method != Method::GET {
         return Err(ApiError::method_not_allowed("metrics are read-only"));
     }
-    let ["namespaces", ns, metric] = rest else { return Err(ApiError::not_found("path", &rest.join("/"))) };
     let labels = list_options(q)?.labels;
     let now = crate::store::ts(cluster.now());
     let table = cluster.shared.metrics.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let key = ((*ns).to_owned(), (*metric).to_owned());
-    let items: Vec<Value> = [&table.external, &table.fixed_external]
-        .into_iter()
-        .filter_map(|t| t.get(&key))
-        .flatten()
-        .filter(|(l, _)| labels.matches(l))
-        .map(|(l, v)| json!({"metricName": metric, "metricLabels": l, "timestamp": now, "value": v}))
-        .collect();
-    if items.is_empty() && ![&table.external, &table.fixed_external].iter().any(|t| t.contains_key(&key)) {
-        return Err(ApiError::not_found(&format!("external metric {metric}"), ns));
-    }
-    Ok(json_response(
-        200,
-        &json!({"kind": "ExternalMetricValueList", "apiVersion": "external.metrics.k8s.io/v1beta1", "metadata": {}, "items": items}),
-    ))
+    metrics_api::external_metrics(&table, rest, &now, &labels).map(|v| json_response(200, &v))
 }
 
 // ---------------------------------------------------------------------------------------------

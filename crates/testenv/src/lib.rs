@@ -91,7 +91,7 @@ impl Assets {
     pub fn from_env() -> Option<Assets> {
         ASSETS_VARIABLES
             .iter()
-            .filter_map(|v| std::env::var_os(v))
+            .filter_map(std::env::var_os)
             .find(|v| !v.is_empty())
             .map(|dir| Assets { dir: PathBuf::from(dir) })
     }
@@ -222,7 +222,7 @@ impl ControlPlane {
         std::fs::write(&kubeconfig, &admin).map_err(io("writing the kubeconfig"))?;
 
         let mut processes = Vec::new();
-        let etcd_url = etcd(&assets, &dir, &mut processes)?;
+        let etcd_url = etcd(&assets)?;
         let audit_log = (!options.audit_namespaces.is_empty()).then(|| dir.join("audit.log"));
         let mut args = vec![
             format!("--etcd-servers={etcd_url}"),
@@ -615,18 +615,27 @@ fn audit_policy(namespaces: &[String]) -> String {
 /// etcd on 127.0.0.1:2379: the one already serving there (another test binary's, or a leftover;
 /// each API server uses its own prefix), else one of ours. The binary takes no flags, so the
 /// port cannot be chosen.
-fn etcd(assets: &Assets, dir: &Path, processes: &mut Vec<Guarded>) -> Result<String> {
+/// The etcd every control plane of this process shares (each API server has its own key
+/// prefix). It lives as long as the process: a control plane that is dropped must not take the
+/// others' storage with it. Started under a lock, so concurrent tests do not race for its port.
+static ETCD: std::sync::Mutex<Option<(Guarded, Guarded)>> = std::sync::Mutex::new(None);
+
+fn etcd(assets: &Assets) -> Result<String> {
     const URL: &str = "http://127.0.0.1:2379";
+    let mut shared = ETCD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if process::etcd_healthy() {
         return Ok(URL.into());
     }
-    let data = dir.join("etcd-data");
-    let p = Guarded::spawn("etcd", &assets.binary("etcd")?, &[data.display().to_string()], dir)?;
+    let dir = std::env::temp_dir().join(format!("omniscale-etcd-{}-{}", std::process::id(), nanos_now()));
+    std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+    let cleanup = process::cleanup(&dir).map_err(io("starting the cleanup guard"))?;
+    let data = dir.join("data");
+    let p = Guarded::spawn("etcd", &assets.binary("etcd")?, &[data.display().to_string()], &dir)?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if process::etcd_healthy() {
-            // Ours, or one that won a race for the port (ours then exits): either serves.
-            processes.push(p);
+            // Ours, or another process's that won the port (ours then exits): either serves.
+            *shared = Some((p, cleanup));
             return Ok(URL.into());
         }
         if Instant::now() > deadline {

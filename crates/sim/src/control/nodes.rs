@@ -127,6 +127,42 @@ pub fn static_templates(groups: &[crate::world::scenario::StaticNodes]) -> Vec<N
     out
 }
 
+/// Advances the cloud to `t` and returns what its instances look like to Kubernetes: the nodes
+/// of running instances, and the node names of instances that stopped or terminated.
+pub fn cloud_nodes(world: &mut super::World, t: f64) -> (Vec<NodeTemplate>, Vec<String>) {
+    let mut templates = Vec::new();
+    let mut gone = Vec::new();
+    let asgs = &world.asgs;
+    let Some(cloud) = world.cloud.as_mut() else { return (templates, gone) };
+    for ev in cloud.tick(t) {
+        tracing::debug!(event = ?ev, "cloud");
+    }
+    for inst in cloud.instances() {
+        use crate::world::cloud::InstanceState;
+        match inst.state {
+            InstanceState::Running => {
+                let Some(it) = instance_types::find(&inst.instance_type) else { continue };
+                let asg = inst.asg_name.as_ref().and_then(|n| asgs.iter().find(|a| &a.name == n));
+                templates.push(NodeTemplate {
+                    name: inst.private_dns_name.clone(),
+                    provider_id: Some(inst.provider_id.clone()),
+                    ip: inst.private_ip.clone(),
+                    instance_type: Some(inst.instance_type.clone()),
+                    zone: inst.zone.clone(),
+                    capacity_type: Some(inst.capacity_type),
+                    arch: it.architecture.as_str().to_owned(),
+                    capacity: it.capacity(),
+                    allocatable: it.allocatable(),
+                    labels: asg.map(|a| a.node_labels.clone()).unwrap_or_default(),
+                    taints: asg.map(|a| a.node_taints.clone()).unwrap_or_default(),
+                });
+            }
+            _ => gone.push(inst.private_dns_name.clone()),
+        }
+    }
+    (templates, gone)
+}
+
 pub fn sync(ctx: &mut Ctx<'_>) {
     if !ctx.world.static_created {
         ctx.world.static_created = true;
@@ -134,37 +170,7 @@ pub fn sync(ctx: &mut Ctx<'_>) {
             create_node(ctx, &tpl);
         }
     }
-    let t = ctx.t;
-    let mut templates = Vec::new();
-    let mut gone = Vec::new();
-    if let Some(cloud) = ctx.world.cloud.as_mut() {
-        for ev in cloud.tick(t) {
-            tracing::debug!(event = ?ev, "cloud");
-        }
-        for inst in cloud.instances() {
-            use crate::world::cloud::InstanceState;
-            match inst.state {
-                InstanceState::Running => {
-                    let Some(it) = instance_types::find(&inst.instance_type) else { continue };
-                    let asg = inst.asg_name.as_ref().and_then(|n| ctx.world.asgs.iter().find(|a| &a.name == n));
-                    templates.push(NodeTemplate {
-                        name: inst.private_dns_name.clone(),
-                        provider_id: Some(inst.provider_id.clone()),
-                        ip: inst.private_ip.clone(),
-                        instance_type: Some(inst.instance_type.clone()),
-                        zone: inst.zone.clone(),
-                        capacity_type: Some(inst.capacity_type),
-                        arch: it.architecture.as_str().to_owned(),
-                        capacity: it.capacity(),
-                        allocatable: it.allocatable(),
-                        labels: asg.map(|a| a.node_labels.clone()).unwrap_or_default(),
-                        taints: asg.map(|a| a.node_taints.clone()).unwrap_or_default(),
-                    });
-                }
-                _ => gone.push(inst.private_dns_name.clone()),
-            }
-        }
-    }
+    let (templates, gone) = cloud_nodes(ctx.world, ctx.t);
     let existing: HashSet<String> = ctx.store.all(&key("", "nodes"), None).iter().map(|n| name_of(n)).collect();
     for tpl in templates.iter().filter(|t| !existing.contains(&t.name)) {
         create_node(ctx, tpl);
