@@ -1,9 +1,12 @@
 //! Project chores: `cargo xtask crds` regenerates `manifests/00-crds.yaml` from the Rust types;
-//! `cargo xtask check` fails when the committed file has drifted from them; `cargo xtask bench
+//! `cargo xtask check` fails when the committed file has drifted from them; `cargo xtask image`
+//! builds and checks the container image; `cargo xtask bench
 //! cluster [FILTER]` runs the scheduling benchmarks, `cargo xtask bench hpa [FILTER]` the
 //! horizontal sync-cycle benchmark, `cargo xtask bench vpa [FILTER]` the vertical recommender
 //! round, `cargo xtask bench nodes` the node shell's scale-up decision latency, `cargo xtask bench nodes-engine [FILTER]` one node-engine loop at 1,000 nodes, and `cargo xtask bench webhook [FILTER]` the admission
 //! webhook's HTTPS latency (release builds), one JSON object per line.
+
+mod image;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -50,6 +53,18 @@ fn main() -> ExitCode {
     if args.first().map(String::as_str) == Some("bench") {
         return bench(&args[1..]);
     }
+    if args.first().map(String::as_str) == Some("image") {
+        return match image::image(&workspace_root()) {
+            Ok(tag) => {
+                println!("{tag}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("xtask image: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let path = workspace_root().join(CRD_FILE);
     let rendered = match omniscale_api::render_crds_yaml() {
         Ok(text) => text,
@@ -81,7 +96,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <crds|check|bench>\n  crds   regenerate {CRD_FILE}\n  check  fail if {CRD_FILE} has drifted\n  bench cluster [FILTER]  scheduling benchmarks (JSON lines)\n  bench hpa [FILTER]      horizontal sync cycle, 10,000 Autoscalers (JSON lines)\n  bench vpa [FILTER]      vertical recommender round, 100,000 containers (JSON lines)\n  bench webhook [FILTER]  admission webhook HTTPS latency, 500 requests/s (JSON lines)\n  bench nodes             unschedulable pod to SetDesiredCapacity latency on the simulated cluster (JSON line)\n  bench nodes-engine [FILTER]  one Auto Scaling Group engine loop at 1,000 nodes and 30,000 pods (JSON lines)"
+                "usage: cargo xtask <crds|check|image|bench>\n  crds   regenerate {CRD_FILE}\n  check  fail if {CRD_FILE} has drifted\n  image  build and check the container image (buildah, FROM scratch, static binary)\n  bench cluster [FILTER]  scheduling benchmarks (JSON lines)\n  bench hpa [FILTER]      horizontal sync cycle, 10,000 Autoscalers (JSON lines)\n  bench vpa [FILTER]      vertical recommender round, 100,000 containers (JSON lines)\n  bench webhook [FILTER]  admission webhook HTTPS latency, 500 requests/s (JSON lines)\n  bench nodes             unschedulable pod to SetDesiredCapacity latency on the simulated cluster (JSON line)\n  bench nodes-engine [FILTER]  one Auto Scaling Group engine loop at 1,000 nodes and 30,000 pods (JSON lines)"
             );
             ExitCode::from(2)
         }
