@@ -57,7 +57,12 @@ pub fn image(root: &Path) -> Result<String> {
     let context = target.join("image-context");
     let _ = std::fs::remove_dir_all(&context);
     std::fs::create_dir_all(&context).map_err(|e| format!("{}: {e}", context.display()))?;
-    std::fs::copy(&binary, context.join("omniscale")).map_err(|e| format!("{}: {e}", binary.display()))?;
+    let staged = context.join("omniscale");
+    std::fs::copy(&binary, &staged).map_err(|e| format!("{}: {e}", binary.display()))?;
+    // Symbols are three quarters of the binary; panics still name their file and line.
+    if let Err(e) = run(Command::new("strip").arg("--strip-all").arg(&staged)) {
+        eprintln!("warning: the binary is not stripped ({e})");
+    }
     std::fs::copy(CA_BUNDLE, context.join("ca-certificates.crt"))
         .map_err(|e| format!("{CA_BUNDLE}: {e} (Debian: apt-get install ca-certificates)"))?;
     let containerfile = root.join("Containerfile");
@@ -85,7 +90,8 @@ pub fn image(root: &Path) -> Result<String> {
 
 /// The checks a release must pass: the config, and the binary running alone in the rootfs.
 fn check(tag: &str) -> Result<()> {
-    let inspect = buildah(&["inspect", "--type", "image", "--format", "{{json .OCIv1.Config}}", tag])?;
+    // The whole inspection (buildah before 1.30 has no `json` template function).
+    let inspect = buildah(&["inspect", "--type", "image", tag])?;
     let config: ImageConfig = parse_config(&inspect)?;
     config.validate()?;
     let container = buildah(&["from", "--pull=never", tag])?;
@@ -117,27 +123,22 @@ pub struct ImageConfig {
     pub title: Option<String>,
 }
 
-/// Reads `buildah inspect`'s JSON of `.OCIv1.Config` (no JSON crate in xtask: the shapes are
-/// fixed and small, so they are picked out by key).
-pub fn parse_config(json: &str) -> Result<ImageConfig> {
-    let value = |key: &str| -> Option<String> {
-        let at = json.find(&format!("\"{key}\":"))? + key.len() + 3;
-        let rest = json[at..].trim_start();
-        let rest = rest.strip_prefix('"')?;
-        Some(rest[..rest.find('"')?].to_owned())
-    };
+/// Reads the OCI config out of `buildah inspect --type image` output.
+pub fn parse_config(inspect: &str) -> Result<ImageConfig> {
+    let v: serde_json::Value =
+        serde_json::from_str(inspect).map_err(|e| format!("buildah inspect printed no JSON: {e}"))?;
+    let config = &v["OCIv1"]["config"];
+    if !config.is_object() {
+        return Err("buildah inspect shows no OCIv1.config".into());
+    }
     let list = |key: &str| -> Vec<String> {
-        let Some(at) = json.find(&format!("\"{key}\":")) else { return Vec::new() };
-        let rest = json[at + key.len() + 3..].trim_start();
-        let Some(rest) = rest.strip_prefix('[') else { return Vec::new() };
-        let inner = &rest[..rest.find(']').unwrap_or(0)];
-        inner.split(',').map(|s| s.trim().trim_matches('"').to_owned()).filter(|s| !s.is_empty()).collect()
+        config[key].as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_owned)).collect()
     };
     Ok(ImageConfig {
-        user: value("User").unwrap_or_default(),
+        user: config["User"].as_str().unwrap_or_default().to_owned(),
         entrypoint: list("Entrypoint"),
         cmd: list("Cmd"),
-        title: value("org.opencontainers.image.title"),
+        title: config["Labels"]["org.opencontainers.image.title"].as_str().map(str::to_owned),
     })
 }
 
@@ -160,7 +161,14 @@ impl ImageConfig {
 mod tests {
     use super::*;
 
-    const INSPECTED: &str = r#"{"User":"65532:65532","ExposedPorts":{"8080/tcp":{},"9443/tcp":{}},"Env":["SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"],"Entrypoint":["/omniscale"],"Cmd":["run"],"Labels":{"io.buildah.version":"1.28.2","org.opencontainers.image.title":"omniscale"}}"#;
+    /// The shape of `buildah inspect --type image` (1.28), trimmed; the Docker section comes
+    /// after the OCI one and is not read.
+    const INSPECTED: &str = r#"{"Type":"buildah 0.0.1","FromImage":"ghcr.io/omniscale/omniscale:0.1.0",
+        "OCIv1":{"created":"2026-12-07T17:40:00Z","architecture":"amd64","os":"linux",
+            "config":{"User":"65532:65532","ExposedPorts":{"8080/tcp":{},"9443/tcp":{}},
+                "Env":["SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"],"Entrypoint":["/omniscale"],"Cmd":["run"],
+                "Labels":{"io.buildah.version":"1.28.2","org.opencontainers.image.title":"omniscale"}}},
+        "Docker":{"config":{"User":"0"}}}"#;
 
     #[test]
     fn the_config_buildah_reports_is_read_and_checked() {
@@ -173,6 +181,8 @@ mod tests {
         let shell = parse_config(&INSPECTED.replace(r#"["/omniscale"]"#, r#"["/bin/sh","-c"]"#))
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(shell.validate().is_err());
+        assert!(parse_config("Error: no such image").is_err());
+        assert!(parse_config(r#"{"OCIv1":{}}"#).is_err_and(|e| e.contains("OCIv1.config")));
     }
 
     #[test]

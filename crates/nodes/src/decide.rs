@@ -236,15 +236,15 @@ fn track(input: &Input, settings: &Settings, history: &mut History, now: Timesta
             (None, false) => continue,
         };
         // A failed activity: the instances that did launch are kept; the target drops to them
-        // (Cluster Autoscaler's placeholder removal). A timeout: instances whose node has not
-        // arrived are given up too (a broken node is scale-down's to remove, with its rules).
-        let broken = g.broken(now, settings.max_node_provision_time);
-        let arrived_ids: Vec<&str> =
-            g.nodes.iter().map(|(_, i)| i.as_str()).chain(broken.map(|u| u.instance.as_str())).collect();
+        // (Cluster Autoscaler's placeholder removal). A timeout: instances that never registered
+        // a node are given up too. Every registered node stays, ready or not, booting or broken:
+        // it may run pods, and removing it is scale-down's job, with evictions and its rules.
+        let registered_ids: Vec<&str> =
+            g.nodes.iter().map(|(_, i)| i.as_str()).chain(g.unready.iter().map(|u| u.instance.as_str())).collect();
         let terminate: Vec<String> = if failed.is_some() {
             Vec::new()
         } else {
-            g.group.live().filter(|i| !arrived_ids.contains(&i.id.as_str())).map(|i| i.id.clone()).collect()
+            g.group.live().filter(|i| !registered_ids.contains(&i.id.as_str())).map(|i| i.id.clone()).collect()
         };
         let live = g.group.live().count() as u32;
         let after = live.saturating_sub(terminate.len() as u32).max(g.group.min_size);

@@ -266,9 +266,32 @@ pub struct Objects<'a> {
     pub node_pools: &'a [NodePool],
 }
 
-/// Whether a node is Ready and not being deleted.
+/// Taints the node lifecycle controller (kube-controller-manager) puts on a node that is not
+/// Ready, and lifts only on a later pass after the kubelet reports Ready.
+const NOT_READY_TAINTS: [&str; 2] = ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"];
+
+/// Whether a node is Ready and not being deleted. A node that reports Ready while it still
+/// carries a not-ready or unreachable taint is not ready yet, as in Cluster Autoscaler: the
+/// scheduler will not use it, and treating it as a full node whose room the pending pods
+/// cannot use would buy a second node for them (seen on a real control plane: a new node is
+/// Ready seconds before the controller lifts its taint).
 pub fn node_ready(n: &core::Node) -> bool {
-    n.metadata.deletion_timestamp.is_none() && ready_condition(n).is_some_and(|c| c.status == "True")
+    n.metadata.deletion_timestamp.is_none()
+        && ready_condition(n).is_some_and(|c| c.status == "True")
+        && not_ready_taint(n).is_none()
+}
+
+fn not_ready_taint(n: &core::Node) -> Option<&core::Taint> {
+    n.spec.as_ref()?.taints.iter().flatten().find(|t| NOT_READY_TAINTS.contains(&t.key.as_str()))
+}
+
+/// Since when a NotReady node has not been Ready: the Ready condition's last transition, or,
+/// when the condition says Ready, the time its not-ready taint was added.
+fn unready_since(n: &core::Node) -> Option<Timestamp> {
+    match ready_condition(n) {
+        Some(c) if c.status == "True" => not_ready_taint(n).and_then(|t| t.time_added.as_ref()).map(|t| t.0),
+        c => c.and_then(|c| c.last_transition_time.as_ref()).map(|t| t.0),
+    }
 }
 
 fn ready_condition(n: &core::Node) -> Option<&core::NodeCondition> {
@@ -337,7 +360,7 @@ pub fn build(objects: Objects<'_>, groups: Vec<NodeGroup>, protected: &[String],
                         ready_of[gi].push((id, inst.to_owned()));
                         node_objects.push((gi, n));
                     } else {
-                        let since = ready_condition(n).and_then(|c| c.last_transition_time.as_ref()).map(|t| t.0);
+                        let since = unready_since(n);
                         unready_of[gi].push(UnreadyNode {
                             node: id,
                             instance: inst.to_owned(),

@@ -216,6 +216,19 @@ fn provisioning_timeout_and_failed_activity() {
     assert!(late.history.backed_off("spot-ng", at(15 * 60 + 1)).is_some());
     assert!(late.scale_up.is_empty(), "backed off: {:?}", late.not_triggered);
     assert!(late.not_triggered[0].1.contains("backed off"));
+    // The instance did become a node, NotReady and still within its boot time when the
+    // request times out: registered capacity is scale-down's to remove (with its pods'
+    // evictions and its rules), never terminated by the revert.
+    let mut registered = w.clone();
+    registered.nodes.push(not_ready(node_for("spot-ng", 1, &t3_small()), at(10 * 60), at(12 * 60)));
+    registered.pods.push(pod("default", "p", "1500m", "512Mi", Some("ip-spot-ng-1")));
+    registered.pods.retain(|p| p.spec.as_ref().is_some_and(|s| s.node_name.is_some()));
+    let mut g = g1.clone();
+    g.instances[1] = instance("spot-ng", 1, InstanceState::Running);
+    let late = decide(&build(registered.objects(), vec![g], &[], None), &settings(), &wait.history, at(15 * 60));
+    assert_eq!(late.reverts.len(), 1, "{late:#?}");
+    assert!(late.reverts[0].terminate.is_empty(), "{:?}", late.reverts[0]);
+    assert_eq!(late.reverts[0].set_desired, None);
     // Failed activity right after the request: reverted without waiting, launched ones kept.
     let mut g2 = g1.clone();
     g2.desired = 4;
@@ -446,6 +459,41 @@ fn booting_nodes_are_upcoming_and_broken_ones_are_not() {
     assert_eq!((p.scale_up[0].from, p.scale_up[0].to), (2, 3));
     // The loop scales up, so the broken node's removal waits for a later loop.
     assert!(p.remove.is_empty());
+}
+
+/// A new node reports Ready a few seconds before kube-controller-manager lifts its
+/// `node.kubernetes.io/not-ready` taint. In that window it is still booting capacity: the
+/// pending pod waits for it, no second node is bought (seen on a real control plane).
+#[test]
+fn a_ready_node_still_tainted_not_ready_is_upcoming_capacity() {
+    use k8s_openapi::api::core::v1::Taint;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    let mut w = World { pools: vec![discovery_pool("spot-ng", None)], ..World::default() };
+    w.nodes.push(node_for("spot-ng", 0, &m5_large()));
+    let mut fresh = node_for("spot-ng", 1, &m5_large());
+    fresh.metadata.creation_timestamp = Some(Time(at(-20)));
+    fresh.spec.get_or_insert_default().taints = Some(vec![Taint {
+        key: "node.kubernetes.io/not-ready".into(),
+        effect: "NoSchedule".into(),
+        time_added: Some(Time(at(-20))),
+        value: None,
+    }]);
+    w.nodes.push(fresh);
+    w.pods.push(pod("default", "full", "1800m", "1Gi", Some("ip-spot-ng-0")));
+    w.pods.push(pod("default", "waiting", "1", "1Gi", None));
+    let input = build(w.objects(), vec![group("spot-ng", 1, 5, 2, vec![m5_large()])], &[], None);
+    assert!(input.groups[0].nodes.iter().all(|(_, i)| i != "i-spot-ng-1"), "not counted as a ready node");
+    let p = decide(&input, &settings(), &History::default(), at(0));
+    assert!(p.scale_up.is_empty(), "{p:#?}");
+    assert_eq!(p.fits_existing.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["waiting"]);
+    assert!(p.remove.is_empty() && p.unready.is_empty(), "{p:#?}");
+    // Left on for good (the kubelet lost its connection): past the boot time it is broken,
+    // NotReady since the taint was added (without the pending pod, whose scale-up would put
+    // scale-down off for this loop).
+    w.pods.retain(|p| p.metadata.name.as_deref() != Some("waiting"));
+    let input = build(w.objects(), vec![group("spot-ng", 1, 5, 2, vec![m5_large()])], &[], None);
+    let p = decide(&input, &settings(), &History::default(), at(3600));
+    assert_eq!(p.unready, vec![("ip-spot-ng-1".to_owned(), at(-20))], "{p:#?}");
 }
 
 /// A scale-up that arrives is not reverted because an older node of the group is broken: the

@@ -6,7 +6,8 @@
 //! - no removal takes a group below its minimum;
 //! - no pod is evicted while its PodDisruptionBudget allows no disruption;
 //! - no node holding a `safe-to-evict: "false"` pod is removed;
-//! - a node is removed as NotReady only when it is, and only after the pool's unreadyTime.
+//! - a node is removed as NotReady only when it is, and only after the pool's unreadyTime;
+//! - a timed-out scale-up gives up only instances that never registered a Node.
 
 mod common;
 
@@ -26,6 +27,8 @@ struct Case {
     pdb_allowed: i32,
     /// Nodes (index modulo the node count) whose kubelet stops reporting once pods are bound.
     broken: Vec<usize>,
+    /// New nodes register but never become Ready (their scale-ups time out).
+    stuck_boots: bool,
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -36,8 +39,9 @@ fn case() -> impl Strategy<Value = Case> {
         prop::collection::vec((100u32..1800, 64u32..1500, 0u8..3), 0..30),
         0i32..2,
         prop::collection::vec(0usize..20, 0..3),
+        any::<bool>(),
     )
-        .prop_map(|(groups, limit, pods, pdb_allowed, broken)| Case {
+        .prop_map(|(groups, limit, pods, pdb_allowed, broken, stuck_boots)| Case {
             groups: groups
                 .into_iter()
                 .map(|(min, span, start, big)| (min, min + span, (min + start).min(min + span), big))
@@ -46,6 +50,7 @@ fn case() -> impl Strategy<Value = Case> {
             pods,
             pdb_allowed,
             broken,
+            stuck_boots,
         })
 }
 
@@ -126,7 +131,7 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
         for &b in &case.broken {
             let i = b % w.nodes.len();
             w.nodes[i] = not_ready(w.nodes[i].clone(), at(-7200), at(0));
-            broken.push(w.nodes[i].metadata.name.clone().unwrap());
+            broken.push((w.nodes[i].metadata.name.clone().unwrap(), at(0)));
         }
     }
     let mut history = History::default();
@@ -151,8 +156,10 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
         for r in &plan.remove {
             *removed_per_group.entry(r.group.clone()).or_default() += 1;
             if r.reason == omniscale_nodes::scaledown::RemovalReason::Unready {
-                prop_assert!(broken.contains(&r.node), "ready node {} removed as NotReady", r.node);
-                prop_assert!(now.duration_since(at(0)) >= jiff::SignedDuration::from_mins(20), "removed too early");
+                let since = broken.iter().find(|(n, _)| n == &r.node).map(|(_, t)| *t);
+                prop_assert!(since.is_some(), "ready node {} removed as NotReady", r.node);
+                let since = since.unwrap_or(now);
+                prop_assert!(now.duration_since(since) >= jiff::SignedDuration::from_mins(20), "removed too early");
             }
             let on_node: Vec<&k8s_openapi::api::core::v1::Pod> =
                 w.pods.iter().filter(|p| p.spec.as_ref().unwrap().node_name.as_deref() == Some(&r.node)).collect();
@@ -179,9 +186,20 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
         }
         // Apply: reverted instances go, new instances become nodes at once; removed nodes
         // vanish with their pods pending.
-        let mut gone: Vec<String> = plan.remove.iter().map(|r| r.node.clone()).collect();
+        let gone: Vec<String> = plan.remove.iter().map(|r| r.node.clone()).collect();
         for r in &plan.reverts {
             let gi = groups.iter().position(|g| g.name == r.group).unwrap();
+            // A revert gives up only instances that never registered: a Node (with its pods)
+            // is scale-down's to remove, under the rules checked above.
+            for n in &w.nodes {
+                let id = n.spec.as_ref().and_then(|s| s.provider_id.as_deref()).and_then(|p| p.rsplit('/').next());
+                prop_assert!(
+                    !id.is_some_and(|id| r.terminate.iter().any(|t| t == id)),
+                    "revert of {} terminated registered node {:?}",
+                    r.group,
+                    n.metadata.name
+                );
+            }
             let g = &mut groups[gi];
             g.instances.retain(|i| !r.terminate.contains(&i.id));
             g.desired = g.desired.saturating_sub(r.terminate.len() as u32);
@@ -189,12 +207,6 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
                 g.desired = d;
             }
             prop_assert!(g.desired >= g.min_size, "{} reverted below its minimum", r.group);
-            for n in &w.nodes {
-                let id = n.spec.as_ref().and_then(|s| s.provider_id.as_deref()).and_then(|p| p.rsplit('/').next());
-                if id.is_some_and(|id| r.terminate.iter().any(|t| t == id)) {
-                    gone.push(n.metadata.name.clone().unwrap());
-                }
-            }
         }
         for r in &plan.scale_up {
             let gi = groups.iter().position(|g| g.name == r.group).unwrap();
@@ -202,7 +214,15 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
             for _ in r.from..r.to {
                 next_id += 1;
                 groups[gi].instances.push(instance(&r.group, next_id, InstanceState::Running));
-                w.nodes.push(node_for(&r.group, next_id, &t));
+                let n = node_for(&r.group, next_id, &t);
+                if case.stuck_boots {
+                    // Registered ten minutes on: still booting when the request times out.
+                    let registered = now + jiff::SignedDuration::from_mins(10);
+                    broken.push((n.metadata.name.clone().unwrap(), registered));
+                    w.nodes.push(not_ready(n, registered, registered));
+                } else {
+                    w.nodes.push(n);
+                }
             }
             groups[gi].desired = r.to;
         }

@@ -535,9 +535,11 @@ async fn nginx_test_grows_the_moto_group_its_instances_join_as_nodes_and_it_shri
     )
     .await;
     let (desired, running) = asg_moto::describe(&asg).await.unwrap();
-    // Four t3.small nodes hold the ten pods. On the real server one more node is sometimes
-    // added while the first three join (the note on issue 17 has the log); at most the limit.
-    assert!((4..=5).contains(&desired) && running.len() == desired as usize, "{}\n{}", state(), op.log());
+    // Four t3.small nodes hold the ten pods, bought in one step. (The new nodes report Ready
+    // a moment before kube-controller-manager lifts their not-ready taint; counting them as
+    // ready then once bought a fifth node here, which the simulator, without that taint,
+    // never showed.)
+    assert!(desired == 4 && running.len() == 4, "{}\n{}", state(), op.log());
     assert_eq!(seen.lock().unwrap().desired[..2], [1, 4], "one SetDesiredCapacity for the seven pods: {}", state());
     let nodes = kubectl(&cp, &["get", "nodes", "-o", "name"]);
     assert_eq!(nodes.lines().count(), desired as usize, "{nodes}");

@@ -563,10 +563,9 @@ fn metrics(
 }
 
 /// The kind and apiVersion a custom metrics adapter reports for a resource name.
-fn described_kind(cluster: &Cluster, resource: &str) -> (String, String) {
+fn described_kind(registry: &crate::registry::Registry, resource: &str) -> (String, String) {
     let (plural, group) = resource.split_once('.').unwrap_or((resource, ""));
-    let store = cluster.store();
-    let found = store.registry.all().find(|rt| rt.plural == plural && rt.group == group);
+    let found = registry.all().find(|rt| rt.plural == plural && rt.group == group);
     match found {
         Some(rt) => (rt.kind.clone(), if group.is_empty() { format!("/{}", rt.version) } else { rt.api_version() }),
         None => (plural.to_owned(), String::new()),
@@ -594,7 +593,10 @@ fn custom_metrics(cluster: &Cluster, rest: &[&str], method: &Method, q: &Query) 
         _ => None,
     };
     let now = crate::store::ts(cluster.now());
-    let described = |r: &str| described_kind(cluster, r);
+    // The registry is copied out for the same reason: `described` runs with the table locked,
+    // and taking the store there would invert the control loop's order (a deadlock).
+    let registry = cluster.store().registry.clone();
+    let described = |r: &str| described_kind(&registry, r);
     let table = cluster.shared.metrics.read().unwrap_or_else(std::sync::PoisonError::into_inner);
     metrics_api::custom_metrics(&table, rest, &now, described, selected.as_ref()).map(|v| json_response(200, &v))
 }

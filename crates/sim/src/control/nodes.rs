@@ -79,9 +79,26 @@ fn region(ctx: &Ctx<'_>) -> String {
     ctx.world.cloud.as_ref().map(|c| c.region().to_owned()).unwrap_or_else(|| "us-east-1".into())
 }
 
-fn create_node(ctx: &mut Ctx<'_>, tpl: &NodeTemplate) {
+/// The kubelet registers a node with this taint (NoSchedule); kube-controller-manager's node
+/// lifecycle controller lifts it once the node reports Ready, on its next pass. So a node that
+/// joins is Ready for a moment before pods can land on it, as on a real control plane.
+pub const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready";
+/// kube-controller-manager's `--node-monitor-period` default.
+const NODE_MONITOR_PERIOD: jiff::SignedDuration = jiff::SignedDuration::from_secs(5);
+
+/// Registers a node; `joining` (an instance booted, not a scenario's node present from the
+/// start) registers it with the not-ready taint.
+fn create_node(ctx: &mut Ctx<'_>, tpl: &NodeTemplate, joining: bool) {
     let Some(rt) = ctx.rt("", "v1", "nodes") else { return };
-    let node = tpl.to_node(&region(ctx), &crate::store::ts(ctx.now));
+    let now = crate::store::ts(ctx.now);
+    let mut node = tpl.to_node(&region(ctx), &now);
+    if joining {
+        let taint = json!({"key": NOT_READY_TAINT, "effect": "NoSchedule", "timeAdded": now});
+        match node["spec"]["taints"].as_array_mut() {
+            Some(taints) => taints.push(taint),
+            None => node["spec"]["taints"] = json!([taint]),
+        }
+    }
     match ctx.store.create(&Target::new(&rt, None, None), node, &WriteOptions::manager("kubelet"), ctx.now) {
         Ok(n) => super::event(
             ctx,
@@ -167,14 +184,15 @@ pub fn sync(ctx: &mut Ctx<'_>) {
     if !ctx.world.static_created {
         ctx.world.static_created = true;
         for tpl in static_templates(&ctx.world.static_nodes.clone()) {
-            create_node(ctx, &tpl);
+            create_node(ctx, &tpl, false);
         }
     }
     let (templates, gone) = cloud_nodes(ctx.world, ctx.t);
     let existing: HashSet<String> = ctx.store.all(&key("", "nodes"), None).iter().map(|n| name_of(n)).collect();
     for tpl in templates.iter().filter(|t| !existing.contains(&t.name)) {
-        create_node(ctx, tpl);
+        create_node(ctx, tpl, true);
     }
+    lift_not_ready_taints(ctx);
     if let Some(rt) = ctx.rt("", "v1", "nodes") {
         for name in gone.iter().filter(|n| existing.contains(*n)) {
             let _ = ctx.store.delete(&Target::new(&rt, None, Some(name)), &DeleteOptions::default(), ctx.now);
@@ -190,5 +208,71 @@ pub fn sync(ctx: &mut Ctx<'_>) {
                 let _ = ctx.store.delete(&t, &DeleteOptions { grace_period: Some(0), ..Default::default() }, ctx.now);
             }
         }
+    }
+}
+
+/// The node lifecycle controller's pass: a Ready node's not-ready taint goes once it has been
+/// on for a monitor period.
+fn lift_not_ready_taints(ctx: &mut Ctx<'_>) {
+    let Some(rt) = ctx.rt("", "v1", "nodes") else { return };
+    for n in ctx.store.all(&key("", "nodes"), None) {
+        let Some(taints) = n["spec"]["taints"].as_array() else { continue };
+        let lift = |t: &Value| {
+            t["key"] == NOT_READY_TAINT
+                && t["timeAdded"]
+                    .as_str()
+                    .and_then(|s| s.parse::<jiff::Timestamp>().ok())
+                    .is_none_or(|added| ctx.now.duration_since(added) >= NODE_MONITOR_PERIOD)
+        };
+        if !super::is_ready(&n) || !taints.iter().any(lift) {
+            continue;
+        }
+        let kept: Vec<Value> = taints.iter().filter(|t| !lift(t)).cloned().collect();
+        let mut node = (*n).clone();
+        node["spec"]["taints"] = Value::Array(kept);
+        let t = Target::new(&rt, None, Some(&name_of(&n)));
+        if let Err(e) = ctx.store.update(&t, node, &WriteOptions::manager("kube-controller-manager"), ctx.now) {
+            tracing::debug!(node = %name_of(&n), error = %e, "lifting the not-ready taint");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use crate::world::scenario::StaticNodes;
+
+    fn taints(ctx: &Ctx<'_>, name: &str) -> Vec<String> {
+        let n = ctx.store.all(&key("", "nodes"), None).into_iter().find(|n| name_of(n) == name).unwrap();
+        n["spec"]["taints"].as_array().into_iter().flatten().map(|t| t["key"].as_str().unwrap().to_owned()).collect()
+    }
+
+    /// A node that joins carries the not-ready taint for one monitor period after it is Ready
+    /// (a scenario's nodes present from the start do not); the node's own taints stay.
+    #[test]
+    fn joining_nodes_are_tainted_not_ready_until_the_lifecycle_pass() {
+        let cluster = crate::server::Cluster::new(omniscale_api::clock::Clock::wall(1.0), 100);
+        let mut store = cluster.store();
+        let (mut world, mut metrics) = (super::super::World::default(), crate::server::MetricsTable::default());
+        let start = cluster.now();
+        let mut ctx = Ctx { store: &mut store, world: &mut world, metrics: &mut metrics, now: start, t: 0.0 };
+        let mut nodes = StaticNodes::of_type("n", 2, "m5.large");
+        nodes.taints = vec![Taint {
+            key: "dedicated".into(),
+            value: "db".into(),
+            effect: crate::world::scenario::TaintEffect::NoSchedule,
+        }];
+        let tpls = static_templates(&[nodes]);
+        create_node(&mut ctx, &tpls[0], false);
+        create_node(&mut ctx, &tpls[1], true);
+        assert_eq!(taints(&ctx, &tpls[0].name), ["dedicated"]);
+        assert_eq!(taints(&ctx, &tpls[1].name), ["dedicated", NOT_READY_TAINT]);
+        ctx.now = start + jiff::SignedDuration::from_secs(4);
+        lift_not_ready_taints(&mut ctx);
+        assert_eq!(taints(&ctx, &tpls[1].name), ["dedicated", NOT_READY_TAINT], "within the monitor period");
+        ctx.now = start + NODE_MONITOR_PERIOD;
+        lift_not_ready_taints(&mut ctx);
+        assert_eq!(taints(&ctx, &tpls[1].name), ["dedicated"]);
     }
 }
