@@ -84,11 +84,19 @@ fn create(cluster: &Cluster, obj: Value) -> Result<()> {
     };
     let kind = obj["kind"].as_str().unwrap_or_default();
     let mut store = cluster.store();
-    let rt = store
-        .registry
-        .by_kind(&group, &version, kind)
-        .cloned()
-        .ok_or_else(|| sim_error(format!("no resource for {}/{kind}", obj["apiVersion"])))?;
+    let Some(rt) = store.registry.by_kind(&group, &version, kind).cloned() else {
+        if group == "autoscaling" && kind == "HorizontalPodAutoscaler" {
+            // Upstream HPA runs in kube-controller-manager, which only a real control plane
+            // has: the scenario still runs, its HPA side stays as it is.
+            let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+            tracing::warn!(
+                hpa = %name,
+                "skipped: the embedded cluster has no HorizontalPodAutoscaler controller; run with --kube-assets DIR or --kubeconfig to compare with upstream HPA"
+            );
+            return Ok(());
+        }
+        return Err(sim_error(format!("no resource for {}/{kind}", obj["apiVersion"])));
+    };
     let ns = obj["metadata"]["namespace"].as_str().unwrap_or("default").to_owned();
     let target = Target::new(&rt, rt.namespaced.then_some(ns.as_str()), None);
     let now = cluster.now();

@@ -208,6 +208,16 @@ async fn php_apache_makes_upstream_hpas_decisions_on_the_same_cluster() {
     let Some(cp) = control_plane().await else { return };
     let sa = install(&cp, false).await;
     let report = cp.dir().join("report");
+    // The same scenario on the embedded cluster at the same time (its HPA is skipped there):
+    // omniscale must decide the same on both backends.
+    let embedded_report = cp.dir().join("report-embedded");
+    let embedded = Command::new(env!("CARGO_BIN_EXE_omniscale"))
+        .args(["sim", "--scenario", root().join("examples/php-apache-vs-hpa").to_str().unwrap()])
+        .args(["--report-dir", embedded_report.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     // The one command a user runs, against this cluster; omniscale with the ServiceAccount's
     // token, upstream HPA in kube-controller-manager beside it.
     let out = Command::new(env!("CARGO_BIN_EXE_omniscale"))
@@ -231,6 +241,18 @@ async fn php_apache_makes_upstream_hpas_decisions_on_the_same_cluster() {
     // Both loop every 15 s from different starting instants; samples are 5 s apart.
     for ((_, a), (_, b)) in ours.iter().zip(&upstream) {
         assert!((a - b).abs() <= 20.0, "decisions at {a} s and {b} s: {ours:?} vs {upstream:?}");
+    }
+    let embedded = embedded.wait_with_output().unwrap();
+    let embedded_log = String::from_utf8_lossy(&embedded.stderr);
+    assert!(embedded.status.success(), "embedded omniscale sim: {embedded_log}");
+    assert!(embedded_log.contains("no HorizontalPodAutoscaler controller"), "{embedded_log}");
+    let on_embedded = Timeline::from_json(&std::fs::read_to_string(embedded_report.join("timeline.json")).unwrap())
+        .map(|t| sequence(&t, "php-apache"))
+        .unwrap();
+    println!("omniscale on the embedded cluster: {on_embedded:?}");
+    assert_eq!(counts(&on_embedded), counts(&ours), "embedded {on_embedded:?} vs real {ours:?}");
+    for ((_, a), (_, b)) in ours.iter().zip(&on_embedded) {
+        assert!((a - b).abs() <= 20.0, "decisions at {a} s (real) and {b} s (embedded)");
     }
     let events = assert_rbac_clean(&cp);
     assert!(used(&events, "patch", "deployments", "scale") + used(&events, "update", "deployments", "scale") >= 2);

@@ -67,6 +67,27 @@ async fn php_apache_scales_up_under_load_and_back_down_after_the_window() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The side-by-side scenario also runs on the embedded cluster: its upstream HPA is skipped
+/// (no kube-controller-manager there), omniscale's side scales as on the real one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn php_apache_vs_hpa_runs_omniscales_side_on_the_embedded_cluster() {
+    let (timeline, dir) = run_example_at("php-apache-vs-hpa", 140, 20).await;
+    let replicas = |name: &str| -> Vec<u32> {
+        let mut out: Vec<u32> = Vec::new();
+        for w in timeline.samples.iter().filter_map(|s| s.workloads.iter().find(|w| w.name == name)) {
+            if out.last() != Some(&w.desired_replicas) {
+                out.push(w.desired_replicas);
+            }
+        }
+        out
+    };
+    let ours = replicas("php-apache");
+    assert_eq!((ours.first(), ours.last()), (Some(&1), Some(&1)), "{ours:?}");
+    assert!(ours.iter().max().is_some_and(|m| *m >= 4), "{ours:?}");
+    assert_eq!(replicas("php-apache-hpa"), [1], "nothing scales the HPA's Deployment here");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hamster_scenario_is_resized_to_upstreams_recommendation() {
     let (timeline, dir) = run_example("hamster", 300).await;
