@@ -72,15 +72,7 @@ async fn php_apache_scales_up_under_load_and_back_down_after_the_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn php_apache_vs_hpa_runs_omniscales_side_on_the_embedded_cluster() {
     let (timeline, dir) = run_example_at("php-apache-vs-hpa", 140, 20).await;
-    let replicas = |name: &str| -> Vec<u32> {
-        let mut out: Vec<u32> = Vec::new();
-        for w in timeline.samples.iter().filter_map(|s| s.workloads.iter().find(|w| w.name == name)) {
-            if out.last() != Some(&w.desired_replicas) {
-                out.push(w.desired_replicas);
-            }
-        }
-        out
-    };
+    let replicas = |name: &str| -> Vec<u32> { timeline.replica_changes(name).into_iter().map(|(r, _)| r).collect() };
     let ours = replicas("php-apache");
     assert_eq!((ours.first(), ours.last()), (Some(&1), Some(&1)), "{ours:?}");
     assert!(ours.iter().max().is_some_and(|m| *m >= 4), "{ours:?}");

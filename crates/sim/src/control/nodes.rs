@@ -82,7 +82,7 @@ fn region(ctx: &Ctx<'_>) -> String {
 /// The kubelet registers a node with this taint (NoSchedule); kube-controller-manager's node
 /// lifecycle controller lifts it once the node reports Ready, on its next pass. So a node that
 /// joins is Ready for a moment before pods can land on it, as on a real control plane.
-pub const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready";
+const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready";
 /// kube-controller-manager's `--node-monitor-period` default.
 const NODE_MONITOR_PERIOD: jiff::SignedDuration = jiff::SignedDuration::from_secs(5);
 
@@ -216,18 +216,18 @@ pub fn sync(ctx: &mut Ctx<'_>) {
 fn lift_not_ready_taints(ctx: &mut Ctx<'_>) {
     let Some(rt) = ctx.rt("", "v1", "nodes") else { return };
     for n in ctx.store.all(&key("", "nodes"), None) {
-        let Some(taints) = n["spec"]["taints"].as_array() else { continue };
-        let lift = |t: &Value| {
+        let Some(taints) = n["spec"]["taints"].as_array().filter(|_| super::is_ready(&n)) else { continue };
+        let due = |t: &Value| {
             t["key"] == NOT_READY_TAINT
                 && t["timeAdded"]
                     .as_str()
                     .and_then(|s| s.parse::<jiff::Timestamp>().ok())
                     .is_none_or(|added| ctx.now.duration_since(added) >= NODE_MONITOR_PERIOD)
         };
-        if !super::is_ready(&n) || !taints.iter().any(lift) {
+        let kept: Vec<Value> = taints.iter().filter(|t| !due(t)).cloned().collect();
+        if kept.len() == taints.len() {
             continue;
         }
-        let kept: Vec<Value> = taints.iter().filter(|t| !lift(t)).cloned().collect();
         let mut node = (*n).clone();
         node["spec"]["taints"] = Value::Array(kept);
         let t = Target::new(&rt, None, Some(&name_of(&n)));

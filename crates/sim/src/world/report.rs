@@ -52,6 +52,20 @@ impl Timeline {
     pub fn from_json(json: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(json)
     }
+
+    /// A workload's desired replica count each time it changed, with the sample's time: the
+    /// decisions of a run, to compare runs (backends, upstream HPA) by.
+    pub fn replica_changes(&self, workload: &str) -> Vec<(u32, f64)> {
+        let mut out: Vec<(u32, f64)> = Vec::new();
+        for s in &self.samples {
+            if let Some(w) = s.workloads.iter().find(|w| w.name == workload) {
+                if out.last().is_none_or(|(r, _)| *r != w.desired_replicas) {
+                    out.push((w.desired_replicas, s.t));
+                }
+            }
+        }
+        out
+    }
 }
 
 /// Escapes text for XML content and attribute values; workload names come from user input.
